@@ -1,0 +1,1 @@
+"""Approval console: approval pages, inbox, live push, notifications."""
