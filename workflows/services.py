@@ -1,0 +1,517 @@
+"""Every write of the engine: one function per transition, each one short transaction.
+
+The approval page, the API, topic events and the admin all decide through
+``suspension_resolve``; nothing else changes a suspension's status.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from workflows import events as ev
+from workflows.engine.decisions import validate_decision
+from workflows.engine.exceptions import WorkflowNotRegistered
+from workflows.engine.registry import registry
+from workflows.engine.runner import RunOutcome, run_workflow
+from workflows.errors import (
+    DecisionForbidden,
+    ExecutionFinished,
+    ExecutionNotFound,
+    IdempotencyConflict,
+    SuspensionNotFound,
+    SuspensionNotPending,
+    WorkflowDisabled,
+    WorkflowNotFound,
+)
+from workflows.lock import execution_lease, execution_lease_is_free
+from workflows.models import Event, Execution, StepOutput, Suspension, WorkflowDefinition
+from workflows.store import DjangoStore, steps_load
+
+logger = logging.getLogger(__name__)
+
+
+def _enqueue(execution_id: UUID) -> None:
+    """Nudge a worker once the current transaction commits (the row is the truth)."""
+    from workflows.tasks import execution_advance_task
+
+    transaction.on_commit(lambda: execution_advance_task.delay(str(execution_id)))
+
+
+def _event(
+    execution: Execution, topic: str, event_type: str, data: Any, step_key: str = ""
+) -> Event:
+    return Event(
+        topic=topic,
+        event_type=event_type,
+        execution_id=execution.pk,
+        workflow_id=execution.workflow_id,
+        step_key=step_key,
+        data=data,
+        created_at=timezone.now(),
+    )
+
+
+# -- start ------------------------------------------------------------------------------------
+
+
+def execution_start(
+    *,
+    workflow_id: str,
+    payload: Any,
+    idempotency_key: str | None = None,
+    user: Any = None,
+) -> tuple[Execution, bool]:
+    """Start ``workflow_id``; returns ``(execution, created)``.
+
+    The same idempotency key with the same payload returns the first execution
+    (``created`` False); with another payload it raises IdempotencyConflict.
+    """
+    try:
+        spec = registry.get(workflow_id)
+    except WorkflowNotRegistered:
+        raise WorkflowNotFound(workflow_id) from None
+    enabled = (
+        WorkflowDefinition.objects.filter(workflow_id=workflow_id)
+        .values_list("enabled", flat=True)
+        .first()
+    )
+    if enabled is False:
+        raise WorkflowDisabled(workflow_id)
+    clean = spec.validate_payload(payload)
+    if idempotency_key:
+        existing = _execution_by_key(workflow_id, idempotency_key, clean)
+        if existing is not None:
+            return existing, False
+    now = timezone.now()
+    execution = Execution(
+        workflow_id=workflow_id,
+        workflow_version=spec.version,
+        payload=clean,
+        idempotency_key=idempotency_key or None,
+        started_by=user if getattr(user, "is_authenticated", False) else None,
+        created_at=now,
+        updated_at=now,
+        queued_at=now,
+    )
+    try:
+        with transaction.atomic():
+            execution.save(force_insert=True)
+            ev.events_append(
+                [
+                    _event(
+                        execution,
+                        ev.lifecycle_topic(workflow_id, execution.pk),
+                        ev.EXECUTION_START,
+                        {"status": Execution.Status.QUEUED, "payload": clean},
+                    )
+                ]
+            )
+            _enqueue(execution.pk)
+    except IntegrityError:
+        # Two starts with one key raced; the other one won.
+        existing = _execution_by_key(workflow_id, idempotency_key or "", clean)
+        if existing is None:
+            raise
+        return existing, False
+    return execution, True
+
+
+def _execution_by_key(workflow_id: str, key: str, payload: Any) -> Execution | None:
+    existing = Execution.objects.filter(workflow_id=workflow_id, idempotency_key=key).first()
+    if existing is not None and existing.payload != payload:
+        raise IdempotencyConflict(existing.pk)
+    return existing
+
+
+# -- advance (the worker's side) ------------------------------------------------------------
+
+
+ADVANCE_DONE = "done"
+ADVANCE_SKIPPED = "skipped"
+ADVANCE_BUSY = "busy"
+
+
+def execution_advance(*, execution_id: UUID) -> str:
+    """Replay the execution and run it until it suspends or ends.
+
+    Safe to call twice, concurrently or late: the lease lets one caller in, and an execution
+    that is not queued or running is left alone. Returns ADVANCE_BUSY when another worker
+    holds the lease while the execution is queued (the caller should retry shortly).
+    """
+    with execution_lease(execution_id) as held:
+        if not held:
+            queued = Execution.objects.filter(
+                pk=execution_id, status=Execution.Status.QUEUED
+            ).exists()
+            return ADVANCE_BUSY if queued else ADVANCE_SKIPPED
+        now = timezone.now()
+        claimed = Execution.objects.filter(
+            pk=execution_id, status__in=[Execution.Status.QUEUED, Execution.Status.RUNNING]
+        ).update(status=Execution.Status.RUNNING, attempts=F("attempts") + 1, updated_at=now)
+        if not claimed:
+            return ADVANCE_SKIPPED
+        execution = Execution.objects.only("workflow_id", "payload").get(pk=execution_id)
+        store = DjangoStore(execution_id=execution_id, workflow_id=execution.workflow_id)
+        try:
+            spec = registry.get(execution.workflow_id)
+        except WorkflowNotRegistered as exc:
+            store.fail(
+                execution_id,
+                [],
+                {"type": "WorkflowNotRegistered", "message": str(exc), "traceback": ""},
+            )
+            return ADVANCE_DONE
+        outcome: RunOutcome = run_workflow(
+            spec,
+            execution_id=execution_id,
+            payload=execution.payload,
+            recorded=steps_load(execution_id),
+            store=store,
+        )
+        logger.debug("execution %s: %s", execution_id, outcome.status)
+        return ADVANCE_DONE
+
+
+# -- decide -----------------------------------------------------------------------------------
+
+
+def _username(user: Any) -> str | None:
+    return user.get_username() if user is not None else None
+
+
+def suspension_resolve(
+    *,
+    execution_id: UUID,
+    step_key: str,
+    data: Any,
+    user: Any = None,
+    ip_address: str | None = None,
+    user_agent: str = "",
+    check_permission: bool = True,
+) -> Suspension:
+    """Decide a pending suspension: the one write path for every way of deciding.
+
+    Validates ``data`` against the step's decision schema and checks that ``user`` may decide
+    (``user`` None is the system itself, e.g. a trusted integration or a test) before
+    anything is consumed; then, under the suspension's row lock, records the decision, who
+    and when, appends the ``resume`` event, stores the resume value for replay and queues
+    the execution. Exactly one of several concurrent deciders wins; the others get
+    SuspensionNotPending naming the winner.
+    """
+    suspension = (
+        Suspension.objects.filter(execution_id=execution_id, step_key=step_key)
+        .select_related("execution")
+        .first()
+    )
+    if suspension is None or suspension.kind != Suspension.Kind.APPROVAL:
+        if not Execution.objects.filter(pk=execution_id).exists():
+            raise ExecutionNotFound(execution_id)
+        raise SuspensionNotFound(execution_id, step_key)
+    if suspension.status != Suspension.Status.PENDING:
+        raise _not_pending(suspension)
+    if user is not None and check_permission:
+        _check_may_decide(user, suspension)
+    decision = validate_decision(
+        suspend_data=suspension.data, schema_ref=suspension.schema_ref, decision=data
+    )
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Suspension.objects.select_for_update().get(pk=suspension.pk)
+        if locked.status != Suspension.Status.PENDING:
+            raise _not_pending(locked)
+        locked.status = Suspension.Status.RESUMED
+        locked.decision = decision
+        locked.decided_by = user
+        locked.decided_at = now
+        locked.decided_ip = ip_address
+        locked.decided_user_agent = (user_agent or "")[:500]
+        locked.save(
+            update_fields=[
+                "status",
+                "decision",
+                "decided_by",
+                "decided_at",
+                "decided_ip",
+                "decided_user_agent",
+            ]
+        )
+        execution = suspension.execution
+        (event,) = ev.events_append(
+            [_event(execution, locked.topic, ev.RESUME, decision, step_key=step_key)]
+        )
+        _resume_execution(
+            locked,
+            kind="suspend",
+            status=StepOutput.Status.COMPLETED,
+            output={
+                "event_type": ev.RESUME,
+                "topic": locked.topic,
+                "data": decision,
+                "sequence_id": event.sequence_id,
+                "created_at": event.created_at.isoformat(),
+                "decided_by": _username(user),
+            },
+            now=now,
+        )
+    return locked
+
+
+def _resume_execution(
+    suspension: Suspension,
+    *,
+    kind: str,
+    status: str,
+    now: Any,
+    output: Any = None,
+    error: Any = None,
+) -> None:
+    """Record the suspension's outcome as its step and queue the execution. In the caller's
+    transaction, holding the suspension's row lock."""
+    StepOutput.objects.create(
+        execution_id=suspension.execution_id,
+        step_key=suspension.step_key,
+        kind=kind,
+        status=status,
+        output=output,
+        error=error,
+        started_at=suspension.created_at,
+        finished_at=now,
+    )
+    Execution.objects.filter(pk=suspension.execution_id, status=Execution.Status.WAITING).update(
+        status=Execution.Status.QUEUED, queued_at=now, updated_at=now
+    )
+    _enqueue(suspension.execution_id)
+
+
+def _not_pending(suspension: Suspension) -> SuspensionNotPending:
+    decided_by = suspension.decided_by.get_username() if suspension.decided_by_id else None  # type: ignore[union-attr]
+    return SuspensionNotPending(
+        suspension.step_key, suspension.status, decided_by, suspension.decided_at
+    )
+
+
+def _check_may_decide(user: Any, suspension: Suspension) -> None:
+    from approvals.permissions import user_may_decide
+
+    if not user_may_decide(user, suspension):
+        raise DecisionForbidden(
+            f"{user.get_username()} may not decide {suspension.step_key!r} of "
+            f"{suspension.workflow_id!r}"
+        )
+
+
+# -- timeouts -----------------------------------------------------------------------------------
+
+
+def suspension_expire(*, suspension_id: int) -> bool:
+    """Time out a pending suspension whose deadline has passed; False if there was nothing to
+    do (decided, cancelled, not due yet). Races with a decision have one winner: the row lock.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        suspension = (
+            Suspension.objects.select_for_update(skip_locked=True)
+            .filter(
+                pk=suspension_id,
+                status=Suspension.Status.PENDING,
+                expires_at__lte=now,
+            )
+            .select_related("execution")
+            .first()
+        )
+        if suspension is None:
+            return False
+        _expire_locked(suspension, now)
+    return True
+
+
+def _expire_locked(suspension: Suspension, now: Any) -> None:
+    suspension.status = Suspension.Status.TIMED_OUT
+    suspension.decided_at = now
+    suspension.save(update_fields=["status", "decided_at"])
+    expires_at = suspension.expires_at.isoformat() if suspension.expires_at else None
+    kind = "suspend" if suspension.kind == Suspension.Kind.APPROVAL else "sleep"
+    if suspension.kind == Suspension.Kind.APPROVAL:
+        (event,) = ev.events_append(
+            [
+                _event(
+                    suspension.execution,
+                    suspension.topic,
+                    ev.TIMEOUT,
+                    {
+                        "expires_at": expires_at,
+                        "default_applied": suspension.has_default,
+                        "default": suspension.default,
+                    },
+                    step_key=suspension.step_key,
+                )
+            ]
+        )
+        sequence_id, created_at = event.sequence_id, event.created_at.isoformat()
+    else:
+        sequence_id, created_at = None, now.isoformat()
+    if suspension.has_default:
+        _resume_execution(
+            suspension,
+            kind=kind,
+            status=StepOutput.Status.COMPLETED,
+            output={
+                "event_type": ev.TIMEOUT,
+                "topic": suspension.topic,
+                "data": suspension.default,
+                "sequence_id": sequence_id,
+                "created_at": created_at,
+                "decided_by": None,
+            },
+            now=now,
+        )
+    else:
+        _resume_execution(
+            suspension,
+            kind=kind,
+            status=StepOutput.Status.FAILED,
+            error={
+                "type": "SuspendTimeout",
+                "message": f"suspension {suspension.step_key!r} timed out at {expires_at}",
+                "expires_at": expires_at,
+            },
+            now=now,
+        )
+
+
+def suspensions_expire_due(*, limit: int = 500) -> int:
+    """The beat sweep: time out every due pending suspension, skipping rows another sweeper
+    or a decider holds. Returns how many fired."""
+    fired = 0
+    now = timezone.now()
+    while True:
+        with transaction.atomic():
+            batch = list(
+                Suspension.objects.select_for_update(skip_locked=True, of=("self",))
+                .filter(status=Suspension.Status.PENDING, expires_at__lte=now)
+                .select_related("execution")
+                .order_by("expires_at")[:limit]
+            )
+            for suspension in batch:
+                _expire_locked(suspension, now)
+        fired += len(batch)
+        if len(batch) < limit:
+            return fired
+
+
+# -- cancel -----------------------------------------------------------------------------------
+
+
+def execution_cancel(*, execution_id: UUID, user: Any = None) -> Execution:
+    """Cancel a queued, running or waiting execution and its pending suspensions.
+
+    A running workflow stops at its next transition: nothing after the current step runs.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        execution = Execution.objects.select_for_update().filter(pk=execution_id).first()
+        if execution is None:
+            raise ExecutionNotFound(execution_id)
+        if execution.is_finished:
+            raise ExecutionFinished(execution_id, execution.status)
+        execution.status = Execution.Status.CANCELLED
+        execution.finished_at = now
+        execution.updated_at = now
+        execution.save(update_fields=["status", "finished_at", "updated_at"])
+        pending = list(
+            Suspension.objects.select_for_update().filter(
+                execution_id=execution_id, status=Suspension.Status.PENDING
+            )
+        )
+        events = [
+            _event(
+                execution,
+                ev.lifecycle_topic(execution.workflow_id, execution.pk),
+                ev.EXECUTION_FINISH,
+                {"status": Execution.Status.CANCELLED, "cancelled_by": _username(user)},
+            )
+        ]
+        for suspension in pending:
+            suspension.status = Suspension.Status.CANCELLED
+            suspension.decided_at = now
+            suspension.decided_by = user
+            suspension.save(update_fields=["status", "decided_at", "decided_by"])
+            if suspension.kind == Suspension.Kind.APPROVAL:
+                events.append(
+                    _event(
+                        execution,
+                        suspension.topic,
+                        "cancel",
+                        {"cancelled_by": _username(user)},
+                        step_key=suspension.step_key,
+                    )
+                )
+        ev.events_append(events)
+    return execution
+
+
+# -- recovery and start-up --------------------------------------------------------------------
+
+
+def executions_requeue_stale(*, older_than: float | None = None, limit: int = 1000) -> int:
+    """Re-send executions the broker lost: queued but not picked up in time, or running with
+    nobody holding their lease (a worker died). Returns how many were re-sent."""
+    from workflows.tasks import execution_advance_task
+
+    age = settings.POLOS_REQUEUE_AFTER if older_than is None else older_than
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=age)
+    candidates = list(
+        Execution.objects.filter(
+            status__in=[Execution.Status.QUEUED, Execution.Status.RUNNING], queued_at__lte=cutoff
+        )
+        .order_by("queued_at")
+        .values_list("pk", "status")[:limit]
+    )
+    resent = 0
+    for execution_id, status in candidates:
+        if status == Execution.Status.RUNNING and not execution_lease_is_free(execution_id):
+            continue
+        Execution.objects.filter(pk=execution_id).update(queued_at=now)
+        execution_advance_task.delay(str(execution_id))
+        resent += 1
+    return resent
+
+
+def workflow_definitions_sync() -> None:
+    """Mirror the code registry into WorkflowDefinition rows, keeping admin settings."""
+    specs = registry.all()
+    for spec in specs:
+        definition, created = WorkflowDefinition.objects.get_or_create(
+            workflow_id=spec.id,
+            defaults={"version": spec.version, "description": spec.description},
+        )
+        if not created and (
+            definition.version != spec.version
+            or definition.description != spec.description
+            or not definition.registered
+        ):
+            definition.version = spec.version
+            definition.description = spec.description
+            definition.registered = True
+            definition.save(update_fields=["version", "description", "registered", "updated_at"])
+    WorkflowDefinition.objects.exclude(workflow_id__in=[spec.id for spec in specs]).update(
+        registered=False
+    )
+
+
+def runtime_startup() -> None:
+    """What ``polos_run`` does before serving: sync definitions; in embedded mode (whose
+    in-process broker forgot everything on restart) re-send every queued or orphaned
+    execution."""
+    workflow_definitions_sync()
+    if settings.EMBEDDED:
+        executions_requeue_stale(older_than=0)
