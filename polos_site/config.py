@@ -42,6 +42,15 @@ def env_float(environ: dict[str, str] | Any, name: str, default: float) -> float
     return value
 
 
+# IMMEDIATE takes the write lock at BEGIN, so two writers queue on the timeout instead of
+# failing with "database is locked" on lock upgrade.
+SQLITE_OPTIONS: dict[str, Any] = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+
+
 def database_config(url: str | None, base_dir: Path) -> dict[str, Any]:
     """The ``DATABASES['default']`` entry for ``DATABASE_URL`` (None: embedded SQLite)."""
     if not url:
@@ -49,13 +58,7 @@ def database_config(url: str | None, base_dir: Path) -> dict[str, Any]:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(data_dir / "polos.sqlite3"),
-            # IMMEDIATE takes the write lock at BEGIN, so two writers queue on the timeout
-            # instead of failing with "database is locked" on lock upgrade.
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
+            "OPTIONS": dict(SQLITE_OPTIONS),
             # A file (not :memory:) so worker threads and processes see the test data.
             "TEST": {"NAME": str(data_dir / "test_polos.sqlite3")},
         }
@@ -68,10 +71,16 @@ def database_config(url: str | None, base_dir: Path) -> dict[str, Any]:
         config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=600))
     except Exception as exc:
         raise ConfigError("DATABASE_URL", f"cannot parse {url!r}: {exc}") from None
+    if config["ENGINE"].endswith("sqlite3"):
+        # A SQLite URL (a worker pointed at the test database, say) locks like the default.
+        config["OPTIONS"] = {**SQLITE_OPTIONS, **config.get("OPTIONS", {})}
+        config.pop("CONN_MAX_AGE", None)
     if config["ENGINE"].endswith("postgresql"):
         if not config.get("NAME"):
             raise ConfigError("DATABASE_URL", f"no database name in {url!r}")
         config["CONN_HEALTH_CHECKS"] = True
+        # An unreachable server fails a request (and /healthz) in seconds, not minutes.
+        config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
     return config
 
 
@@ -89,7 +98,8 @@ def redis_url(raw: str | None) -> str | None:
 
 
 def broker_url(redis: str | None) -> str:
-    return redis or "memory://"
+    # With a host, kombu does not warn "No hostname was supplied" on every connection.
+    return redis or "memory://localhost/"
 
 
 def channel_layers(redis: str | None) -> dict[str, Any]:

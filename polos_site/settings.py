@@ -34,8 +34,8 @@ try:
     POLOS_MAX_BODY_BYTES = int(env_float(os.environ, "POLOS_MAX_BODY_BYTES", 1024 * 1024))
     _secret = os.environ.get("DJANGO_SECRET_KEY", "")
     if not _secret:
-        # Test runs get the dev key too, so the suite needs no secret of its own.
-        if not DEBUG and "pytest" not in sys.modules:
+        # Test runs and type checks get the dev key too, so they need no secret of their own.
+        if not DEBUG and not {"pytest", "mypy"} & sys.modules.keys():
             raise ConfigError("DJANGO_SECRET_KEY", "required when DJANGO_DEBUG is off")
         _secret = "django-insecure-dev-only-key-do-not-use-in-production"  # noqa: S105
 except ConfigError as _exc:
@@ -96,6 +96,9 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": _database}
+if _database["ENGINE"].endswith("sqlite3") and _database["NAME"] != ":memory:":
+    # The embedded database (and its test copy) live under var/, which a fresh clone lacks.
+    Path(_database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
