@@ -105,6 +105,7 @@ class DjangoStore:
     def suspend(
         self, execution_id: UUID, steps: list[StepRecord], request: SuspendRequest
     ) -> StepRecord | None:
+        from approvals.notifications import notifications_schedule
         from workflows.timers import suspension_timer_schedule
 
         now = timezone.now()
@@ -150,6 +151,7 @@ class DjangoStore:
                         step_key=request.step_key,
                     )
                 )
+                notifications_schedule(suspension_id=suspension.pk, workflow_id=self.workflow_id)
             if events:
                 ev.events_append(events)
             if expires_at is not None:
