@@ -192,7 +192,10 @@ def test_start_refuses_unknown_disabled_and_invalid():
     with pytest.raises(PayloadInvalid) as invalid:
         services.execution_start(workflow_id="test-typed", payload={"item": "x", "amount": "lots"})
     assert invalid.value.errors[0]["field"] == "amount"
-    WorkflowDefinition.objects.create(workflow_id="test-typed", enabled=False)
+    # Definitions are synced on migrate: the row may exist already.
+    WorkflowDefinition.objects.update_or_create(
+        workflow_id="test-typed", defaults={"enabled": False}
+    )
     with pytest.raises(WorkflowDisabled):
         services.execution_start(workflow_id="test-typed", payload={"item": "x", "amount": 1})
     assert not Execution.objects.exists()
