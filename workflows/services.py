@@ -6,7 +6,9 @@ The approval page, the API, topic events and the admin all decide through
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -26,13 +28,21 @@ from workflows.errors import (
     ExecutionFinished,
     ExecutionNotFound,
     IdempotencyConflict,
+    ServiceError,
     SuspensionNotFound,
     SuspensionNotPending,
     WorkflowDisabled,
     WorkflowNotFound,
 )
 from workflows.lock import execution_lease, execution_lease_is_free
-from workflows.models import Event, Execution, StepOutput, Suspension, WorkflowDefinition
+from workflows.models import (
+    ApiKey,
+    Event,
+    Execution,
+    StepOutput,
+    Suspension,
+    WorkflowDefinition,
+)
 from workflows.store import DjangoStore, steps_load
 
 logger = logging.getLogger(__name__)
@@ -515,3 +525,86 @@ def runtime_startup() -> None:
     workflow_definitions_sync()
     if settings.EMBEDDED:
         executions_requeue_stale(older_than=0)
+
+
+# -- integration surface: API keys and published events ------------------------------------------
+# Added for the HTTP API (issue #5); the API, the admin and ``create_api_key`` write through these.
+
+API_KEY_PREFIX = "pk_"
+#: Event types only the engine writes; a publisher may not forge them.
+ENGINE_EVENT_TYPES = frozenset(
+    {ev.SUSPEND, ev.TIMEOUT, ev.EXECUTION_START, ev.STEP_FINISH, ev.EXECUTION_FINISH, "cancel"}
+)
+
+
+class EventInvalid(ServiceError):
+    code = "event_invalid"
+
+
+def api_key_hash(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def api_key_create(*, name: str, user: Any) -> tuple[ApiKey, str]:
+    """Create an API key for ``user``; returns ``(key, raw_key)``. The raw key is stored
+    nowhere: show it once."""
+    for _attempt in range(5):
+        prefix = API_KEY_PREFIX + secrets.token_hex(4)
+        raw_key = prefix + secrets.token_urlsafe(32)
+        try:
+            with transaction.atomic():
+                key = ApiKey.objects.create(
+                    name=name, user=user, prefix=prefix, key_hash=api_key_hash(raw_key)
+                )
+        except IntegrityError:  # a prefix collision: draw again
+            continue
+        return key, raw_key
+    raise RuntimeError("could not draw a unique API key prefix")
+
+
+def event_publish(
+    *,
+    topic: str,
+    event_type: str,
+    data: Any,
+    user: Any = None,
+    ip_address: str | None = None,
+    user_agent: str = "",
+) -> Event:
+    """Publish an event on ``topic``; returns the logged event.
+
+    A ``resume`` on ``{step_key}/{execution_id}`` is a decision: it goes through
+    ``suspension_resolve`` (same validation, permissions and errors) and returns the resume
+    event that service logged. Engine event types are refused; anything else is stored and
+    pushed to live listeners.
+    """
+    if event_type == ev.RESUME:
+        step_key, execution_id = _step_topic_parse(topic)
+        suspension = suspension_resolve(
+            execution_id=execution_id,
+            step_key=step_key,
+            data=data,
+            user=user,
+            ip_address=ip_address,
+            user_agent=user_agent,
+        )
+        return Event.objects.filter(
+            topic=suspension.topic, event_type=ev.RESUME, execution_id=execution_id
+        ).latest("sequence_id")
+    if event_type in ENGINE_EVENT_TYPES:
+        raise EventInvalid(f"event type {event_type!r} is reserved to the engine")
+    with transaction.atomic():
+        (event,) = ev.events_append(
+            [Event(topic=topic, event_type=event_type, data=data, created_at=timezone.now())]
+        )
+    return event
+
+
+def _step_topic_parse(topic: str) -> tuple[str, UUID]:
+    step_key, _, raw_id = topic.rpartition("/")
+    if not step_key:
+        raise EventInvalid("a resume event's topic must be '{step_key}/{execution_id}'")
+    try:
+        return step_key, UUID(raw_id)
+    except ValueError:
+        raise ExecutionNotFound(raw_id) from None
