@@ -13,6 +13,7 @@ __all__ = [
     "DecisionInvalid",
     "ExecutionFinished",
     "ExecutionNotFound",
+    "ExecutionNotRetryable",
     "IdempotencyConflict",
     "PayloadInvalid",
     "ServiceError",
@@ -95,6 +96,15 @@ class SuspensionNotPending(ServiceError):
         self.status = status
         self.decided_by = decided_by
         self.decided_at = decided_at
+
+
+class ExecutionNotRetryable(ServiceError):
+    code = "not_retryable"
+
+    def __init__(self, execution_id: Any, status: str) -> None:
+        super().__init__(f"execution {execution_id} is {status}; only a failed one can be retried")
+        self.execution_id = execution_id
+        self.status = status
 
 
 class DecisionForbidden(ServiceError):

@@ -608,3 +608,68 @@ def _step_topic_parse(topic: str) -> tuple[str, UUID]:
         return step_key, UUID(raw_id)
     except ValueError:
         raise ExecutionNotFound(raw_id) from None
+
+
+# -- retry (admin) ------------------------------------------------------------------------------
+# Added for the console (issue #6): the admin's "retry" action calls this.
+
+EXECUTION_RETRY = "execution_retry"
+
+
+def execution_retry(*, execution_id: UUID, user: Any = None) -> Execution:
+    """Send a failed execution back to the queue. Its completed steps are kept and replay; its
+    failed steps are forgotten and run again, and an approval whose timeout failed it (no
+    default) is asked again.
+
+    One short transaction under the execution's row lock; a worker runs it after the commit.
+    Raises ExecutionNotRetryable unless the execution is failed.
+    """
+    from workflows.errors import ExecutionNotRetryable
+
+    now = timezone.now()
+    with transaction.atomic():
+        execution = Execution.objects.select_for_update().filter(pk=execution_id).first()
+        if execution is None:
+            raise ExecutionNotFound(execution_id)
+        if execution.status != Execution.Status.FAILED:
+            raise ExecutionNotRetryable(execution_id, execution.status)
+        failed_steps = StepOutput.objects.filter(
+            execution_id=execution_id, status=StepOutput.Status.FAILED
+        )
+        failed_keys = sorted(failed_steps.values_list("step_key", flat=True))
+        failed_steps.delete()
+        # The timed-out approval holds no decision, and its (execution, step_key) is needed
+        # for the new one; the event log keeps its suspend and timeout events.
+        Suspension.objects.filter(execution_id=execution_id, step_key__in=failed_keys).exclude(
+            status=Suspension.Status.PENDING
+        ).delete()
+        error = execution.error or {}
+        execution.status = Execution.Status.QUEUED
+        execution.error = None
+        execution.result = None
+        execution.finished_at = None
+        execution.queued_at = now
+        execution.updated_at = now
+        execution.save(
+            update_fields=["status", "error", "result", "finished_at", "queued_at", "updated_at"]
+        )
+        ev.events_append(
+            [
+                _event(
+                    execution,
+                    ev.lifecycle_topic(execution.workflow_id, execution.pk),
+                    EXECUTION_RETRY,
+                    {
+                        "status": Execution.Status.QUEUED,
+                        "retried_by": _username(user),
+                        "failed_steps": failed_keys,
+                        "previous_error": {
+                            "type": error.get("type"),
+                            "message": error.get("message"),
+                        },
+                    },
+                )
+            ]
+        )
+        _enqueue(execution.pk)
+    return execution
