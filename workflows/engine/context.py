@@ -25,6 +25,7 @@ from .exceptions import (
     DuplicateStepKey,
     InvalidStepKey,
     NonDeterministicReplay,
+    OutputNotSerializable,
     StepExecutionError,
     Suspended,
     SuspendTimeout,
@@ -263,24 +264,28 @@ class StepRunner:
     ) -> StepRecord:
         started = utcnow()
         attempt = 0
+
+        def failed(exc: Exception) -> StepRecord:
+            error = error_info(exc) | {"attempts": attempt + 1}
+            return StepRecord(
+                step_key, "run", "failed", None, error, started_at=started, finished_at=utcnow()
+            )
+
         while True:
             try:
-                output = to_json_value(fn(*args, **kwargs), what=f"output of step {step_key!r}")
+                value = fn(*args, **kwargs)
             except Exception as exc:
                 if attempt < max_retries:
                     self._sleep(min(self.retry_base_delay * 2**attempt, self.retry_max_delay))
                     attempt += 1
                     continue
-                error = error_info(exc) | {"attempts": attempt + 1}
-                return StepRecord(
-                    step_key,
-                    "run",
-                    "failed",
-                    None,
-                    error,
-                    started_at=started,
-                    finished_at=utcnow(),
-                )
+                return failed(exc)
+            try:
+                output = to_json_value(value, what=f"output of step {step_key!r}")
+            except OutputNotSerializable as exc:
+                # Not retried: fn succeeded (its side effects happened) and would only return
+                # the same unstorable value again.
+                return failed(exc)
             return StepRecord(
                 step_key, "run", "completed", output, started_at=started, finished_at=utcnow()
             )

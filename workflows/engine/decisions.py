@@ -7,6 +7,7 @@ the approval page, the API and topic events refuse the same bad input the same w
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +72,10 @@ def form_of(data: dict[str, Any]) -> Form | None:
         kind = item.get("type", "text")
         if kind not in FIELD_TYPES:
             raise WorkflowError(f"_form field {item['name']!r} has unknown type {kind!r}")
-        options = [_option(option) for option in item.get("options") or []]
+        raw_options = item.get("options") or []
+        if not isinstance(raw_options, list):
+            raise WorkflowError(f"_form field {item['name']!r} options must be a list")
+        options = [_option(option) for option in raw_options]
         if kind == "select" and not options:
             raise WorkflowError(f"_form select field {item['name']!r} needs options")
         fields.append(
@@ -97,12 +101,16 @@ def _clean_field(spec: FormField, value: Any) -> Any:
     if spec.type == "number":
         if isinstance(value, bool):
             raise ValueError("Enter a number.")
-        if isinstance(value, int | float):
+        if isinstance(value, int):
             return value
         try:
-            number = float(str(value).strip())
+            number = value if isinstance(value, float) else float(str(value).strip())
         except ValueError:
             raise ValueError("Enter a number.") from None
+        if not math.isfinite(number):  # "nan", "inf": not storable as JSON
+            raise ValueError("Enter a number.")
+        if isinstance(value, float):
+            return value
         return int(number) if number.is_integer() and "." not in str(value) else number
     if spec.type == "boolean":
         if isinstance(value, bool):

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from .exceptions import ExecutionCancelled
-from .store import StepRecord, SuspendRequest
+from .store import StepKind, StepRecord, SuspendRequest
 
 
 @dataclass
@@ -84,10 +84,12 @@ class MemoryStore:
         assert execution.suspension_status.get(step_key) == "pending", "not pending"
         event = self._event(execution, f"{step_key}/{execution_id}", "resume", data)
         execution.suspension_status[step_key] = "resumed"
-        kind = execution.suspensions[step_key].kind
+        kind: StepKind = (
+            "suspend" if execution.suspensions[step_key].kind == "approval" else "sleep"
+        )
         execution.steps[step_key] = StepRecord(
             step_key,
-            "suspend" if kind == "approval" else "sleep",
+            kind,
             "completed",
             event | {"decided_by": decided_by},
         )
@@ -98,7 +100,7 @@ class MemoryStore:
         request = execution.suspensions[step_key]
         execution.suspension_status[step_key] = "timed_out"
         event = self._event(execution, f"{step_key}/{execution_id}", "timeout", request.default)
-        kind = "suspend" if request.kind == "approval" else "sleep"
+        kind: StepKind = "suspend" if request.kind == "approval" else "sleep"
         if request.has_default:
             record = StepRecord(step_key, kind, "completed", event | {"decided_by": None})
         else:
