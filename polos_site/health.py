@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
@@ -63,6 +62,8 @@ def check_channel_layer() -> str:
     backend = settings.CHANNEL_LAYERS["default"]["BACKEND"]
     if backend.endswith("InMemoryChannelLayer"):
         return "in-process (InMemoryChannelLayer)"
+    import redis  # only in services mode: its import costs a noticeable part of start-up
+
     client = redis.Redis.from_url(
         _layer_url(), socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
     )

@@ -80,6 +80,23 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def child_pids(pid: int) -> dict[int, str]:
+    """The direct children of process ``pid``: their pids and command lines."""
+    children: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The command name in field 2 may hold spaces: split after its closing parenthesis.
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            if int(fields[1]) == pid:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                children[int(entry.name)] = cmdline.decode(errors="replace").strip()
+        except (OSError, IndexError, ValueError):
+            continue  # it exited meanwhile
+    return children
+
+
 @dataclass
 class ChildProcess:
     process: subprocess.Popen[bytes]
