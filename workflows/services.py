@@ -15,7 +15,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from workflows import events as ev
@@ -319,102 +319,113 @@ def _check_may_decide(user: Any, suspension: Suspension) -> None:
 
 
 # -- timeouts -----------------------------------------------------------------------------------
+# When each deadline is looked at (eta messages, the beat sweep) is workflows/timers.py's
+# business; here a due suspension is timed out, once, under its row lock.
+
+
+def _due_locked(now: Any) -> QuerySet[Suspension]:
+    """Due pending suspensions, locked with their execution. Rows someone else holds are
+    skipped, never waited for: a decider, a canceller or another sweeper is settling them, and
+    a firer that never waits cannot deadlock with them (a canceller locks the execution, then
+    its suspensions). Call inside ``transaction.atomic()``."""
+    return (
+        Suspension.objects.select_for_update(
+            skip_locked=True, no_key=True, of=("self", "execution")
+        )
+        .filter(status=Suspension.Status.PENDING, expires_at__lte=now)
+        .select_related("execution")
+    )
 
 
 def suspension_expire(*, suspension_id: int) -> bool:
-    """Time out a pending suspension whose deadline has passed; False if there was nothing to
-    do (decided, cancelled, not due yet). Races with a decision have one winner: the row lock.
-    """
+    """Time out one pending suspension whose deadline has passed; False if there was nothing to
+    do (decided, cancelled, not due yet, or being settled by someone else right now). Races
+    with a decision or a cancel have one winner: the row lock."""
     now = timezone.now()
     with transaction.atomic():
-        suspension = (
-            Suspension.objects.select_for_update(skip_locked=True)
-            .filter(
-                pk=suspension_id,
-                status=Suspension.Status.PENDING,
-                expires_at__lte=now,
-            )
-            .select_related("execution")
-            .first()
-        )
+        suspension = _due_locked(now).filter(pk=suspension_id).first()
         if suspension is None:
             return False
         _expire_locked(suspension, now)
     return True
 
 
-def _expire_locked(suspension: Suspension, now: Any) -> None:
-    suspension.status = Suspension.Status.TIMED_OUT
-    suspension.decided_at = now
-    suspension.save(update_fields=["status", "decided_at"])
-    expires_at = suspension.expires_at.isoformat() if suspension.expires_at else None
-    kind = "suspend" if suspension.kind == Suspension.Kind.APPROVAL else "sleep"
-    if suspension.kind == Suspension.Kind.APPROVAL:
-        (event,) = ev.events_append(
-            [
-                _event(
-                    suspension.execution,
-                    suspension.topic,
-                    ev.TIMEOUT,
-                    {
-                        "expires_at": expires_at,
-                        "default_applied": suspension.has_default,
-                        "default": suspension.default,
-                    },
-                    step_key=suspension.step_key,
-                )
-            ]
-        )
-        sequence_id, created_at = event.sequence_id, event.created_at.isoformat()
-    else:
-        sequence_id, created_at = None, now.isoformat()
-    if suspension.has_default:
-        _resume_execution(
-            suspension,
-            kind=kind,
-            status=StepOutput.Status.COMPLETED,
-            output={
-                "event_type": ev.TIMEOUT,
-                "topic": suspension.topic,
-                "data": suspension.default,
-                "sequence_id": sequence_id,
-                "created_at": created_at,
-                "decided_by": None,
-            },
-            now=now,
-        )
-    else:
-        _resume_execution(
-            suspension,
-            kind=kind,
-            status=StepOutput.Status.FAILED,
-            error={
-                "type": "SuspendTimeout",
-                "message": f"suspension {suspension.step_key!r} timed out at {expires_at}",
-                "expires_at": expires_at,
-            },
-            now=now,
-        )
-
-
 def suspensions_expire_due(*, limit: int = 500) -> int:
-    """The beat sweep: time out every due pending suspension, skipping rows another sweeper
-    or a decider holds. Returns how many fired."""
+    """The beat sweep's half that fires: time out every due pending suspension, in batches of
+    ``limit`` (one transaction each). Returns how many fired."""
     fired = 0
     now = timezone.now()
     while True:
         with transaction.atomic():
-            batch = list(
-                Suspension.objects.select_for_update(skip_locked=True, of=("self",))
-                .filter(status=Suspension.Status.PENDING, expires_at__lte=now)
-                .select_related("execution")
-                .order_by("expires_at")[:limit]
-            )
+            batch = list(_due_locked(now).order_by("expires_at")[:limit])
             for suspension in batch:
                 _expire_locked(suspension, now)
         fired += len(batch)
         if len(batch) < limit:
             return fired
+
+
+def _expire_locked(suspension: Suspension, now: Any) -> None:
+    """Mark the suspension timed out, log its ``timeout`` event (approvals), record the step's
+    outcome for replay and queue the execution. Holding the suspension's row lock."""
+    suspension.status = Suspension.Status.TIMED_OUT
+    suspension.decided_at = now
+    suspension.save(update_fields=["status", "decided_at"])
+    expires_at = suspension.expires_at.isoformat() if suspension.expires_at else None
+    if suspension.kind == Suspension.Kind.SLEEP:
+        _resume_execution(
+            suspension,
+            kind="sleep",
+            status=StepOutput.Status.COMPLETED,
+            output={"woke_at": now.isoformat(), "until": expires_at},
+            now=now,
+        )
+        return
+    (event,) = ev.events_append(
+        [
+            _event(
+                suspension.execution,
+                suspension.topic,
+                ev.TIMEOUT,
+                {
+                    "expires_at": expires_at,
+                    "default_applied": suspension.has_default,
+                    "default": suspension.default,
+                },
+                step_key=suspension.step_key,
+            )
+        ]
+    )
+    if suspension.has_default:
+        # Shaped like a resume event, so the workflow reads ``["data"]`` either way.
+        _resume_execution(
+            suspension,
+            kind="suspend",
+            status=StepOutput.Status.COMPLETED,
+            output={
+                "event_type": ev.TIMEOUT,
+                "topic": suspension.topic,
+                "data": suspension.default,
+                "sequence_id": event.sequence_id,
+                "created_at": event.created_at.isoformat(),
+                "decided_by": None,
+            },
+            now=now,
+        )
+    else:
+        # Replayed as SuspendTimeout (workflows/engine/context.py) with this message.
+        _resume_execution(
+            suspension,
+            kind="suspend",
+            status=StepOutput.Status.FAILED,
+            error={
+                "type": "SuspendTimeout",
+                "message": f"suspension {suspension.step_key!r} timed out: "
+                f"no decision by its deadline {expires_at}",
+                "expires_at": expires_at,
+            },
+            now=now,
+        )
 
 
 # -- cancel -----------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ from __future__ import annotations
 from uuid import UUID
 
 from celery import shared_task
+from celery.signals import beat_init
 
-from workflows import services
+from workflows import services, timers
 
 
 @shared_task(
@@ -17,7 +18,7 @@ from workflows import services
     ignore_result=True,
     max_retries=50,
 )
-def execution_advance_task(self, execution_id: str) -> str:  # type: ignore[no-untyped-def]
+def execution_advance_task(self, execution_id: str) -> str:
     result = services.execution_advance(execution_id=UUID(execution_id))
     if result == services.ADVANCE_BUSY:
         # Queued while the previous run still holds the lease (it is releasing it right now,
@@ -26,14 +27,32 @@ def execution_advance_task(self, execution_id: str) -> str:  # type: ignore[no-u
     return result
 
 
+# -- timeouts (see workflows/timers.py) ------------------------------------------------------
+
+
 @shared_task(name="workflows.suspension_expire", acks_late=True, ignore_result=True)
 def suspension_expire_task(suspension_id: int) -> bool:
-    return services.suspension_expire(suspension_id=suspension_id)
+    """The eta message of one deadline."""
+    if services.suspension_expire(suspension_id=suspension_id):
+        return True
+    timers.suspension_timer_rearm_if_early(suspension_id=suspension_id)
+    return False
 
 
-@shared_task(name="workflows.suspensions_sweep", ignore_result=True)
+# A sweep that waited a minute in the queue (workers down, beat up) is dropped: the next one
+# does the same work, and a returning worker does not run an hour of them back to back.
+@shared_task(name="workflows.suspensions_sweep", ignore_result=True, expires=60)
 def suspensions_sweep_task() -> int:
-    return services.suspensions_expire_due()
+    """Beat's safety net: fire what is due, arm what comes due within the next seconds."""
+    fired = services.suspensions_expire_due()
+    timers.suspension_timers_arm()
+    return fired
+
+
+@beat_init.connect
+def _sweep_entry_sync(sender: object = None, **kwargs: object) -> None:
+    # Every beat, embedded thread or ``celery beat``, applies POLOS_SWEEP_INTERVAL as it starts.
+    timers.suspension_sweep_ensure()
 
 
 @shared_task(name="workflows.executions_requeue", ignore_result=True)
