@@ -167,7 +167,7 @@ class EventListOut(Schema):
 
 class PublishIn(Schema):
     topic: str = Field(min_length=1, max_length=450)
-    event_type: str = Field(min_length=1, max_length=50)
+    event_type: str = Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_.:/-]+$")
     data: Any = Field(default_factory=dict)
 
 

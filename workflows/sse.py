@@ -62,9 +62,9 @@ class EventCursor:
         if not self._recent:
             self.settled = self.high
 
-    def poll(self) -> list[dict[str, Any]]:
+    def poll(self, now: datetime | None = None) -> list[dict[str, Any]]:
         """Events not sent yet, in ``sequence_id`` order (late commits first). Sync: ORM."""
-        self._settle(timezone.now())
+        self._settle(now or timezone.now())
         rows = list(
             self._events.filter(sequence_id__gt=self.high).order_by("sequence_id")[:BATCH_SIZE]
         )

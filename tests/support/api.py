@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ def ninja_client() -> TestClient:
 
 def make_user(username: str, *, staff: bool = False, superuser: bool = False) -> Any:
     return get_user_model().objects.create_user(
-        username, password="pw", is_staff=staff or superuser, is_superuser=superuser
+        username, password=None, is_staff=staff or superuser, is_superuser=superuser
     )
 
 
@@ -73,6 +74,7 @@ class Api:
 
 def advance(execution_id: Any) -> Execution:
     """Run the execution in-process until it suspends or ends (what a worker does)."""
+    execution_id = uuid.UUID(str(execution_id))
     assert services.execution_advance(execution_id=execution_id) == services.ADVANCE_DONE
     return Execution.objects.get(pk=execution_id)
 
@@ -90,6 +92,42 @@ def parse_sse(text: str) -> list[dict[str, Any]]:
             fields[name] = value[1:] if value.startswith(" ") else value
         if "data" in fields:
             events.append(
-                {"id": fields.get("id"), "event": fields.get("event"), "data": json.loads(fields["data"])}
+                {
+                    "id": fields.get("id"),
+                    "event": fields.get("event"),
+                    "data": json.loads(fields["data"]),
+                }
             )
     return events
+
+
+async def sse_open(path: str, *, key: str | None = None, headers: dict[str, str] | None = None):
+    """GET ``/api/v1{path}`` through Django's ASGI stack (AsyncClient); the response."""
+    from django.test import AsyncClient
+
+    all_headers = {**(bearer(key) if key else {}), **(headers or {})}
+    return await AsyncClient().get(f"/api/v1{path}", headers=all_headers)
+
+
+async def sse_read(
+    response: Any, *, until: Any = None, timeout: float = 10.0
+) -> tuple[list[dict[str, Any]], str]:
+    """Read a streaming response until ``until(events)`` is true or the stream ends; the
+    events and the raw text. TimeoutError when neither happens within ``timeout``."""
+    import asyncio
+
+    text = ""
+    chunks = response.streaming_content
+
+    async def consume() -> None:
+        nonlocal text
+        async for chunk in chunks:
+            text += chunk.decode() if isinstance(chunk, bytes) else chunk
+            if until is not None and until(parse_sse(text)):
+                return
+
+    try:
+        await asyncio.wait_for(consume(), timeout)
+    finally:
+        await chunks.aclose()
+    return parse_sse(text), text
