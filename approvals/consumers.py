@@ -8,20 +8,47 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from workflows.models import Suspension
+
+from . import permissions
 from .broadcast import APPROVALS_GROUP, group_for_execution
 
-# Close code for an unauthenticated (or unauthorised) socket; 4000-4999 are the application's.
+# Close codes (4000-4999 are the application's): not logged in; logged in but not allowed.
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
 
 
 def may_watch_approvals(user: Any) -> bool:
-    """Whether ``user`` may receive the inbox's live events. Runs in a thread: may query."""
+    """Whether ``user`` may open the inbox's socket: any active user (each event is then
+    checked against what they may decide). Runs in a thread: may query."""
     return bool(user.is_authenticated and user.is_active)
+
+
+def may_receive_approval_event(user: Any, event: dict[str, Any]) -> bool:
+    """Whether an inbox event about one approval may reach ``user``: only if they may decide
+    it. Events about no particular approval pass. Runs in a thread: queries."""
+    execution_id, step_key = event.get("execution_id"), event.get("step_key")
+    if not execution_id or not step_key:
+        return True
+    if not (user.is_authenticated and user.is_active):
+        return False
+    suspension = (
+        Suspension.objects.select_related("execution")
+        .filter(execution_id=execution_id, step_key=step_key)
+        .first()
+    )
+    if suspension is None:
+        # Not (or no longer) in the database: only those who may see everything hear of it.
+        return bool(user.is_superuser)
+    # A decided approval leaves the inbox of everyone who could have decided it: ask whether
+    # the user could decide it, as it was while pending.
+    suspension.status = Suspension.Status.PENDING
+    return permissions.user_may_decide(user, suspension)
 
 
 def may_watch_execution(user: Any, execution_id: uuid.UUID) -> bool:
     """Whether ``user`` may receive one execution's live events. Runs in a thread: may query."""
-    return bool(user.is_authenticated and user.is_active)
+    return permissions.may_watch_execution(user, execution_id)
 
 
 class _EventConsumer(AsyncJsonWebsocketConsumer):
@@ -32,10 +59,15 @@ class _EventConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         group = await self.authorised_group()
         # Accept before closing: a close before the handshake is a bare HTTP 403, and the
-        # client could not tell "log in" from any other failure.
+        # client could not tell "log in" from "not allowed" from any other failure.
         await self.accept()
-        if group is None:
-            await self.close(code=CLOSE_UNAUTHORIZED)
+        if not isinstance(group, str):
+            user = self.scope.get("user")
+            await self.close(
+                code=CLOSE_FORBIDDEN
+                if getattr(user, "is_authenticated", False)
+                else CLOSE_UNAUTHORIZED
+            )
             return
         self.group_name = group
         await self.channel_layer.group_add(group, self.channel_name)
@@ -60,6 +92,13 @@ class ApprovalsConsumer(_EventConsumer):
     async def authorised_group(self) -> str | None:
         allowed = await database_sync_to_async(may_watch_approvals)(self.scope["user"])
         return APPROVALS_GROUP if allowed else None
+
+    async def polos_event(self, message: dict[str, Any]) -> None:
+        allowed = await database_sync_to_async(may_receive_approval_event)(
+            self.scope["user"], message["event"]
+        )
+        if allowed:
+            await self.send_json(message["event"])
 
 
 class ExecutionConsumer(_EventConsumer):
