@@ -7,6 +7,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from ninja import Field, Schema
+from pydantic import BaseModel
 
 ExecutionStatus = Literal["queued", "running", "waiting", "completed", "failed", "cancelled"]
 
@@ -52,7 +53,11 @@ class WorkflowOut(Schema):
     )
 
 
-class RunIn(Schema):
+# Request bodies are plain pydantic models: ninja's Schema also reads attributes of any
+# object, so it would take a JSON array or string for an empty body instead of refusing it.
+
+
+class RunIn(BaseModel):
     payload: Any = Field(None, description="The start payload, a JSON object.")
 
 
@@ -115,7 +120,7 @@ class ExecutionOut(Schema):
 # -- decisions ----------------------------------------------------------------------------------
 
 
-class ResumeIn(Schema):
+class ResumeIn(BaseModel):
     step_key: str = Field(min_length=1, max_length=200)
     data: Any = Field(
         default_factory=dict, description="The decision, checked against the step's schema."
@@ -165,7 +170,7 @@ class EventListOut(Schema):
     has_more: bool
 
 
-class PublishIn(Schema):
+class PublishIn(BaseModel):
     topic: str = Field(min_length=1, max_length=450)
     event_type: str = Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_.:/-]+$")
     data: Any = Field(default_factory=dict)
