@@ -23,7 +23,7 @@ from urllib.parse import quote
 import httpx
 from django.conf import settings
 
-from tests.support.tasks import READY_FILE_ENV
+from tests.support.tasks import BEAT_READY_FILE_ENV, READY_FILE_ENV
 
 BASE_DIR = Path(settings.BASE_DIR)
 TEST_TASKS_MODULE = "tests.support.tasks"
@@ -252,5 +252,46 @@ def celery_worker(
                 return ready_file.exists()
 
             wait_until(ready, timeout=ready_timeout, what="the celery worker to consume")
+            yield child
+            child.stop(signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def celery_beat(
+    *,
+    args: Sequence[str] = ("--max-interval", "1"),
+    env: Mapping[str, str] | None = None,
+    ready_timeout: float = 60.0,
+) -> Iterator[ChildProcess]:
+    """``celery -A polos_site beat`` with the database scheduler in a subprocess, yielded once
+    it has started (``beat_init`` was sent).
+
+    In services mode it sends to this process's Redis broker; in embedded mode its broker is
+    its own. On exit it is stopped with SIGTERM.
+    """
+    with tempfile.TemporaryDirectory(prefix="polos-beat-ready-") as tmp:
+        ready_file = Path(tmp) / "ready"
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "polos_site",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--scheduler",
+            "django",
+            *args,
+        ]
+        full_env = child_env({BEAT_READY_FILE_ENV: str(ready_file), **(env or {})})
+        with _child(command, full_env, "beat") as child:
+
+            def ready() -> bool:
+                if child.process.poll() is not None:
+                    raise AssertionError(f"celery beat exited early:\n{child.output()}")
+                return ready_file.exists()
+
+            wait_until(ready, timeout=ready_timeout, what="celery beat to start")
             yield child
             child.stop(signal.SIGTERM)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import beat_init, worker_ready
 
 from approvals.broadcast import APPROVALS_GROUP, EVENT_MESSAGE_TYPE, group_send
 
@@ -34,5 +34,16 @@ def marker(path: str, token: str = "", broadcast: bool = False) -> None:
 @worker_ready.connect
 def _touch_ready_file(**kwargs: Any) -> None:
     path = os.environ.get(READY_FILE_ENV)
+    if path:
+        Path(path).touch()
+
+
+# A ``celery beat`` started by tests.support.processes touches this file once it has started.
+BEAT_READY_FILE_ENV = "POLOS_TEST_BEAT_READY_FILE"
+
+
+@beat_init.connect
+def _touch_beat_ready_file(**kwargs: Any) -> None:
+    path = os.environ.get(BEAT_READY_FILE_ENV)
     if path:
         Path(path).touch()
