@@ -114,10 +114,19 @@ class HistoryFilters:
 
 
 def _visible_history(user: Any, decided: QuerySet[Suspension]) -> QuerySet[Suspension]:
+    """Staff see every decision; others the whole record of each execution they started,
+    decided in, or may decide a stage of (so an approver sees the stages before and after
+    theirs)."""
     if user.is_superuser or user.is_staff:
         return decided
-    decidable = permissions.decidable_by(user, decided).values("pk")
-    return decided.filter(Q(pk__in=decidable) | Q(decided_by=user) | Q(execution__started_by=user))
+    approvals = Suspension.objects.filter(kind=Suspension.Kind.APPROVAL)
+    involved = permissions.decidable_by(user, approvals).values("execution_id")
+    decided_in = approvals.filter(decided_by=user).values("execution_id")
+    return decided.filter(
+        Q(execution_id__in=involved)
+        | Q(execution_id__in=decided_in)
+        | Q(execution__started_by=user)
+    )
 
 
 def history_suspensions(*, user: Any, filters: HistoryFilters) -> QuerySet[Suspension]:
