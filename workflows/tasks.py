@@ -53,6 +53,7 @@ def suspensions_sweep_task() -> int:
 def _sweep_entry_sync(sender: object = None, **kwargs: object) -> None:
     # Every beat, embedded thread or ``celery beat``, applies POLOS_SWEEP_INTERVAL as it starts.
     timers.suspension_sweep_ensure()
+    timers.executions_requeue_ensure()
 
 
 @shared_task(name="workflows.executions_requeue", ignore_result=True)

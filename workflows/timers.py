@@ -160,3 +160,24 @@ def suspension_sweep_ensure() -> Any:
         entry.save()  # save(), not update(): beat notices the change through its signal
         logger.info("the beat entry %r now runs every %s s", SWEEP_ENTRY_NAME, seconds)
     return entry
+
+
+REQUEUE_ENTRY_NAME = "polos: re-send lost executions"
+REQUEUE_TASK = "workflows.executions_requeue"
+REQUEUE_EVERY = 5
+
+
+def executions_requeue_ensure() -> Any:
+    """Make the beat entry that re-sends lost executions exist (the data migration creates it;
+    a flushed or hand-deleted table loses it). An existing entry is left as the admin set it."""
+    from django_celery_beat.models import PeriodicTask
+
+    entry = PeriodicTask.objects.filter(name=REQUEUE_ENTRY_NAME).first()
+    if entry is None:
+        entry = PeriodicTask.objects.create(
+            name=REQUEUE_ENTRY_NAME,
+            task=REQUEUE_TASK,
+            interval=_interval_schedule(REQUEUE_EVERY),
+            enabled=True,
+        )
+    return entry
