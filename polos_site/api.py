@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Router
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 
@@ -195,3 +195,18 @@ def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     logger.exception("unhandled error in %s %s", request.method, request.path)
     return error_response(request, 500, "internal error", "internal_error")
+
+
+# -- keep last: any other path under /api/v1/ is a 404 in the error shape -------------------------
+
+_unknown_paths = Router()
+
+
+@_unknown_paths.api_operation(
+    ["GET", "POST", "PUT", "PATCH", "DELETE"], "/{path:rest}", include_in_schema=False
+)
+def _unknown_path(request: HttpRequest, rest: str) -> HttpResponse:
+    return error_response(request, 404, f"no API endpoint at /{rest}", "not_found")
+
+
+api.add_router("/", _unknown_paths)

@@ -127,6 +127,22 @@ def test_every_error_has_the_shape(client):
         assert isinstance(response.json()["code"], str)
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/v1/nothing-here"),
+        ("post", "/api/v1/executions//resume"),
+        ("get", "/api/v1/workflows/"),
+        ("delete", "/api/v1/workflows/x/y/z"),
+    ],
+)
+def test_unknown_api_paths_are_404_in_the_error_shape(method, path):
+    response = getattr(Client(), method)(path)
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
 def test_the_openapi_document_describes_every_endpoint():
     response = Client().get("/api/v1/openapi.json")
 
