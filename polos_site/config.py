@@ -105,10 +105,14 @@ def broker_url(redis: str | None) -> str:
 def channel_layers(redis: str | None) -> dict[str, Any]:
     if not redis:
         return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # A consumer waits on BZPOPMIN for 5 s at a time; redis-py's default socket timeout is
+    # also 5 s, and a read that loses that race kills every idle WebSocket. Read timeouts
+    # must outlast the wait.
+    host = {"address": redis, "socket_timeout": 30, "socket_connect_timeout": 5}
     return {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis], "capacity": 1500, "expiry": 30},
+            "CONFIG": {"hosts": [host], "capacity": 1500, "expiry": 30},
         }
     }
 

@@ -49,7 +49,10 @@ def test_services_mode_uses_postgresql_and_redis(tmp_path: Path) -> None:
     assert broker_url(redis) == "redis://cache.example:6380/2"
     layer = channel_layers(redis)["default"]
     assert layer["BACKEND"] == "channels_redis.core.RedisChannelLayer"
-    assert layer["CONFIG"]["hosts"] == ["redis://cache.example:6380/2"]
+    [host] = layer["CONFIG"]["hosts"]
+    assert host["address"] == "redis://cache.example:6380/2"
+    # Longer than channels-redis's 5 s BZPOPMIN, or idle WebSockets die with a read timeout.
+    assert host["socket_timeout"] > 5
 
 
 def test_a_sqlite_url_keeps_the_embedded_locking_options(tmp_path: Path) -> None:
