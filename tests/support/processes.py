@@ -51,6 +51,12 @@ def wait_until(
 def current_database_url() -> str:
     """``DATABASE_URL`` of the database this test run uses (pytest-django's test database)."""
     db = settings.DATABASES["default"]
+    # pytest-django sets the test database up only for tests that declare it: without that,
+    # a child would run on (and a flush would wipe) the developer's own database.
+    assert Path(str(db["NAME"])).name.startswith("test_"), (
+        f"{db['NAME']} is not a test database: request transactional_db (or mark the test "
+        "django_db(transaction=True)) before starting processes"
+    )
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{Path(db['NAME']).resolve()}"
     credentials = quote(db.get("USER") or "", safe="")

@@ -1,5 +1,9 @@
 """``manage.py polos_run`` as users run it, in this run's mode: HTTP, WebSockets, the worker
-and beat all answer, and it stops cleanly."""
+and beat all answer in one start.
+
+One test per server start: the test database must be set up and flushed around each test
+(``transactional_db``), and the server must not outlive the data it was started on.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,12 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from websockets.exceptions import ConnectionClosed
 
@@ -32,58 +33,59 @@ USERNAME = "alice"
 PASSWORD = "correct horse battery staple"
 
 
-@dataclass
-class Running:
-    server: PolosServer
-    beat_marker: Path
-
-
 def marker_lines(path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
 
-@pytest.fixture(scope="module")
-def running(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Running]:
-    """One polos_run for the module, with a user and a beat entry committed beforehand."""
-    beat_marker = tmp_path_factory.mktemp("beat") / "beat.log"
-    with django_db_blocker.unblock():
-        get_user_model().objects.create_user(USERNAME, password=PASSWORD)
-        every_second = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.SECONDS)
-        PeriodicTask.objects.create(
-            name="test marker",
-            task="tests.marker",
-            interval=every_second,
-            args=json.dumps([str(beat_marker), "beat", True]),
-        )
-    try:
-        with polos_run() as server:
-            yield Running(server=server, beat_marker=beat_marker)
-    finally:
-        with django_db_blocker.unblock():
-            call_command("flush", interactive=False, verbosity=0)
+def beat_entry_every_second(marker: Path) -> None:
+    """Beat runs the marker task every second; the task also pushes to the inbox group."""
+    every_second = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(
+        name="test marker",
+        task="tests.marker",
+        interval=every_second,
+        args=json.dumps([str(marker), "beat", True]),
+    )
 
 
-def test_it_announces_its_address_and_mode(running: Running) -> None:
-    assert f"Polos is running at {running.server.base_url}/ ({MODE})" in running.server.output()
+def test_polos_run_serves_http_websockets_worker_and_beat(
+    transactional_db: None, tmp_path: Path
+) -> None:
+    # given a user and a beat entry, committed before the start
+    get_user_model().objects.create_user(USERNAME, password=PASSWORD)
+    beat_marker = tmp_path / "beat.log"
+    beat_entry_every_second(beat_marker)
+
+    # when polos_run starts (the helper waits for /healthz to answer 200)
+    with polos_run() as server:
+        # then it says where and how it runs
+        assert f"Polos is running at {server.base_url}/ ({MODE})" in server.output()
+        check_healthz(server)
+        check_pages_and_static_files(server)
+        check_websockets(server)
+        check_beat_and_worker(server, beat_marker)
+        check_broker(server, tmp_path / "sent.log")
+        check_demo_admin(server)
+    # and on leaving, the helper stopped it with SIGINT and saw exit code 0
 
 
-def test_healthz_reports_database_broker_and_channel_layer_ok(running: Running) -> None:
-    response = httpx.get(f"{running.server.base_url}/healthz")
+def check_healthz(server: PolosServer) -> None:
+    response = httpx.get(f"{server.base_url}/healthz")
 
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
     for part in ("database", "broker", "channel_layer"):
         assert body[part]["ok"] is True, body
+    expected_broker = "in-process" if settings.EMBEDDED else "redis"
+    assert body["broker"]["detail"].startswith(expected_broker)
 
 
-def test_pages_and_static_files_are_served(running: Running) -> None:
-    base = running.server.base_url
-
-    css = httpx.get(f"{base}/static/css/polos.css")
-    admin_css = httpx.get(f"{base}/static/admin/css/base.css")
-    root = httpx.get(f"{base}/")
-    inbox = httpx.get(f"{base}/approvals/")
+def check_pages_and_static_files(server: PolosServer) -> None:
+    css = httpx.get(f"{server.base_url}/static/css/polos.css")
+    admin_css = httpx.get(f"{server.base_url}/static/admin/css/base.css")
+    root = httpx.get(f"{server.base_url}/")
+    inbox = httpx.get(f"{server.base_url}/approvals/")
 
     assert css.status_code == 200 and "text/css" in css.headers["content-type"]
     assert admin_css.status_code == 200
@@ -91,83 +93,69 @@ def test_pages_and_static_files_are_served(running: Running) -> None:
     assert inbox.status_code == 302 and inbox.headers["location"].startswith("/accounts/login/")
 
 
-def test_anonymous_websocket_is_closed_with_4401(running: Running) -> None:
+def check_websockets(server: PolosServer) -> None:
+    # Anonymous: accepted, then closed with 4401.
     with (
-        websocket_connect(running.server.ws_url, "/ws/approvals/") as ws,
+        websocket_connect(server.ws_url, "/ws/approvals/") as ws,
         pytest.raises(ConnectionClosed) as closed,
     ):
         ws.recv(timeout=10)
-
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == CLOSE_UNAUTHORIZED
 
+    session = login_session(server.base_url, USERNAME, PASSWORD)
 
-def test_websocket_from_another_origin_is_refused(running: Running) -> None:
-    session = login_session(running.server.base_url, USERNAME, PASSWORD)
-
+    # Another site's page: refused at the handshake, even with the user's cookie.
     with pytest.raises(Exception, match="403"):
         websocket_connect(
-            running.server.ws_url, "/ws/approvals/", session=session, origin="http://evil.example"
+            server.ws_url, "/ws/approvals/", session=session, origin="http://evil.example"
         )
 
-
-def test_logged_in_websocket_receives_what_the_worker_pushes(running: Running) -> None:
-    session = login_session(running.server.base_url, USERNAME, PASSWORD)
-
-    with websocket_connect(running.server.ws_url, "/ws/approvals/", session=session) as ws:
-        # The beat entry runs the marker task every second; the task pushes to "approvals".
-        event = json.loads(ws.recv(timeout=15))
-
+    # Logged in: what the worker pushes (the beat's marker task) arrives.
+    with websocket_connect(server.ws_url, "/ws/approvals/", session=session) as ws:
+        event = json.loads(ws.recv(timeout=20))
     assert event == {"event_type": MARKER_EVENT_TYPE, "token": "beat"}
 
 
-def test_beat_entry_runs_on_the_worker(running: Running) -> None:
-    wait_until(lambda: marker_lines(running.beat_marker), timeout=15, what="the beat entry")
+def check_beat_and_worker(server: PolosServer, beat_marker: Path) -> None:
+    wait_until(lambda: marker_lines(beat_marker), timeout=20, what="the beat entry to run")
 
-    pids = {int(pid) for _token, pid in marker_lines(running.beat_marker)}
+    pids = {int(pid) for _token, pid in marker_lines(beat_marker)}
     if settings.EMBEDDED:
         # One process: the worker is a thread of polos_run.
-        assert pids == {running.server.child.pid}
+        assert pids == {server.child.pid}
     else:
-        assert running.server.child.pid not in pids
+        assert server.child.pid not in pids
 
 
-def test_task_sent_through_the_broker_runs_on_its_worker(running: Running, tmp_path: Path) -> None:
+def check_broker(server: PolosServer, marker: Path) -> None:
     if settings.EMBEDDED:
-        # The broker is in polos_run's memory: only polos_run itself (its beat, here) can
-        # send to that worker. The beat test covers it; check the broker is the in-process one.
-        body = httpx.get(f"{running.server.base_url}/healthz").json()
-        assert body["broker"]["detail"].startswith("in-process")
-        wait_until(lambda: marker_lines(running.beat_marker), timeout=15, what="the beat entry")
+        # The broker lives in polos_run's memory: only polos_run itself (its beat, above)
+        # sends to that worker; tests/system/test_embedded_worker.py covers this process's.
         return
-    marker = tmp_path / "sent.log"
     token = uuid.uuid4().hex
 
     celery_app.send_task("tests.marker", args=[str(marker), token])
 
-    wait_until(lambda: marker_lines(marker), timeout=15, what="the task to run")
+    wait_until(lambda: marker_lines(marker), timeout=15, what="the sent task to run")
     [[seen_token, pid]] = marker_lines(marker)
     assert seen_token == token
-    assert int(pid) != os.getpid()
+    assert int(pid) not in (os.getpid(), server.child.pid)
 
 
-def test_demo_admin_is_created_in_embedded_mode_only(running: Running, django_db_blocker) -> None:
-    output = running.server.output()
+def check_demo_admin(server: PolosServer) -> None:
     found = re.search(
-        rf"Log in at {re.escape(running.server.base_url)}/admin/ as admin / (\S+)", output
+        rf"Log in at {re.escape(server.base_url)}/admin/ as admin / (\S+)", server.output()
     )
-    with django_db_blocker.unblock():
-        admin_exists = get_user_model().objects.filter(username="admin").exists()
-
+    admin_exists = get_user_model().objects.filter(username="admin").exists()
     if not settings.EMBEDDED:
-        assert found is None
-        assert not admin_exists
+        assert found is None and not admin_exists
         return
-    assert found, output
+    assert found, server.output()
     assert admin_exists
     password = found[1]
     assert demo_password_file().read_text().strip() == password
     assert stat.S_IMODE(demo_password_file().stat().st_mode) == 0o600
-    session = login_session(running.server.base_url, "admin", password, path="/admin/login/")
-    index = httpx.get(f"{running.server.base_url}/admin/", cookies={"sessionid": session})
+    session = login_session(server.base_url, "admin", password, path="/admin/login/")
+    index = httpx.get(f"{server.base_url}/admin/", cookies={"sessionid": session})
     assert index.status_code == 200 and "Site administration" in index.text

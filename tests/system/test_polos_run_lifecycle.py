@@ -5,18 +5,12 @@ from __future__ import annotations
 import os
 import signal
 
-import pytest
 from django.conf import settings
 
 from tests.support.processes import child_pids, polos_run, wait_until
 
 
-@pytest.fixture
-def database(django_db_setup) -> None:
-    """polos_run migrates and reads the test database; nothing here writes to it."""
-
-
-def test_sigterm_stops_everything_with_exit_code_zero(database) -> None:
+def test_sigterm_stops_everything_with_exit_code_zero(transactional_db: None) -> None:
     with polos_run(args=["--no-demo-user"], expect_clean_exit=False) as server:
         children = child_pids(server.child.pid)
 
@@ -31,7 +25,7 @@ def test_sigterm_stops_everything_with_exit_code_zero(database) -> None:
         assert not any(os.path.exists(f"/proc/{pid}") for pid in children)
 
 
-def test_a_dead_worker_stops_polos_run_with_a_failure(database) -> None:
+def test_a_dead_worker_stops_polos_run_with_a_failure(transactional_db: None) -> None:
     with polos_run(args=["--no-demo-user"], expect_clean_exit=False) as server:
         if settings.EMBEDDED:
             # One process, no child to lose: the worker is a thread (see test_polos_run).
