@@ -1,8 +1,8 @@
 """The console in a real browser against polos_run (its worker included), in this run's mode.
 
 One server for the module; each test makes its own users and executions in the test database,
-which the server shares. Waits are on conditions (Playwright's ``expect``, database polls),
-never on fixed sleeps.
+which the server shares (and which pytest-django empties after each test). Waits are on
+conditions (Playwright's ``expect``, database polls), never on fixed sleeps.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import httpx
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.test import Client
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 import tests.support.flows_console  # noqa: F401 - registers the console's test workflows
 from approvals.models import ApproverRule
+from polos_site.celery import app as celery_app
 from tests.support.processes import PolosServer, polos_run, wait_until
 from workflows import services
 from workflows.models import Execution, Suspension, WorkflowDefinition
@@ -40,24 +40,25 @@ User = get_user_model()
 expect.set_options(timeout=WAIT_MS)
 
 
+# Transactional: what a test writes is committed, so the server sees it; the marker is also
+# what makes pytest-django create the test database for this module at all.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
 @pytest.fixture(scope="module")
-def server(django_db_setup: None, django_db_blocker: Any) -> Iterator[PolosServer]:
+def server(
+    django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PolosServer]:
     """One polos_run for the module, loading the console's test workflows."""
     # The same secret as this process: sessions made here (``browser_as``) are valid there.
     env = {"POLOS_WORKFLOW_MODULES": CONSOLE_FLOWS, "DJANGO_SECRET_KEY": settings.SECRET_KEY}
-    try:
-        with polos_run(args=["--no-demo-user"], env=env) as s:
-            yield s
-    finally:
-        with django_db_blocker.unblock():
-            call_command("flush", interactive=False, verbosity=0)
-
-
-@pytest.fixture(autouse=True)
-def database(django_db_blocker: Any) -> Iterator[None]:
-    """The test's own reads and writes, committed at once so that the server sees them."""
-    with django_db_blocker.unblock():
-        yield
+    with polos_run(args=["--no-demo-user"], env=env) as running:
+        if not settings.EMBEDDED:
+            # /healthz answers before the worker child consumes: wait for it to run a task.
+            marker = tmp_path_factory.mktemp("worker") / "ready"
+            celery_app.send_task("tests.marker", args=[str(marker), "ready"])
+            wait_until(marker.exists, timeout=90, what="polos_run's worker to consume")
+        yield running
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -149,7 +150,7 @@ def screenshots_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_inbox_updates_live_and_an_approval_with_comment_completes_the_execution(
     browser: Browser, server: PolosServer
 ) -> None:
-    ada = user("ada", is_staff=True, is_superuser=True, password="ada's password 1")
+    user("ada", is_staff=True, is_superuser=True, password="ada's password 1")
     integration = user("integration")
     _, api_key = services.api_key_create(name="browser test", user=integration)
     context = browser.new_context(viewport=DESKTOP)
