@@ -300,24 +300,6 @@ def test_far_deadlines_are_armed_by_the_sweep_when_they_come_near(
     assert sent == [(far.pk, far.expires_at)]
 
 
-@override_settings(
-    POLOS_TIMER_HORIZON=900, CELERY_BROKER_TRANSPORT_OPTIONS={"visibility_timeout": 600}
-)
-def test_the_horizon_stays_below_the_brokers_visibility_timeout():
-    assert timers.timer_horizon() == 300
-
-
-@override_settings(POLOS_TIMER_HORIZON=120, CELERY_BROKER_TRANSPORT_OPTIONS={})
-def test_the_horizon_is_configurable():
-    assert timers.timer_horizon() == 120
-
-
-@override_settings(POLOS_SWEEP_INTERVAL=0.5)
-def test_the_look_ahead_covers_two_sweeps():
-    assert timers.sweep_interval() == 0.5
-    assert timers.arming_lookahead() == 1.0
-
-
 # -- the sweep's beat entry ---------------------------------------------------------------------
 
 
