@@ -178,6 +178,12 @@ class Suspension(models.Model):
                 name="suspension_inbox",
                 condition=Q(status="pending"),
             ),
+            # The inbox of an approver whose rules name a few workflows and steps.
+            models.Index(
+                fields=["workflow_id", "step_key", "expires_at", "created_at"],
+                name="suspension_inbox_workflow",
+                condition=Q(status="pending"),
+            ),
             models.Index(fields=["status", "-decided_at"], name="suspension_history"),
         ]
 
