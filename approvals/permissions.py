@@ -151,3 +151,29 @@ def may_watch_execution(user: Any, execution: Execution | UUID | str) -> bool:
     if started_by_id is not None and started_by_id == user.pk:
         return True
     return _user_rules(user).filter(workflow__workflow_id=workflow_id).exists()
+
+
+def watchable_by(user: Any, executions: QuerySet[Execution]) -> QuerySet[Execution]:
+    """``executions`` narrowed to those ``user`` may see (same rule as
+    ``may_watch_execution``), as a queryset filter: lists and the event log use it."""
+    if not _is_active_user(user):
+        return executions.none()
+    if user.is_superuser or user.is_staff:
+        return executions
+    workflow_ids = list(_user_rules(user).values_list("workflow__workflow_id", flat=True))
+    return executions.filter(Q(started_by=user) | Q(workflow_id__in=workflow_ids))
+
+
+def may_watch_topic(user: Any, topic: str) -> bool:
+    """Whether ``user`` may read a topic's events: a topic that names an execution
+    (``{step_key}/{execution_id}``, ``workflow/{workflow_id}/{execution_id}``) follows that
+    execution's rule; other topics (published by integrations) are for staff."""
+    if not _is_active_user(user):
+        return False
+    if user.is_superuser or user.is_staff:
+        return True
+    try:
+        execution_id = UUID(topic.rpartition("/")[2])
+    except ValueError:
+        return False
+    return may_watch_execution(user, execution_id)

@@ -16,7 +16,12 @@ from ninja import Header, Query, Router
 from ninja.errors import HttpError
 from ninja.responses import Status
 
-from approvals.permissions import decidable_by
+from approvals.permissions import (
+    decidable_by,
+    may_watch_execution,
+    may_watch_topic,
+    watchable_by,
+)
 from workflows import selectors, services, sse
 from workflows.auth import API_AUTH
 from workflows.engine.registry import registry
@@ -72,6 +77,14 @@ def _execution_uuid(raw: str) -> UUID:
         return UUID(raw)
     except ValueError:
         raise ExecutionNotFound(raw) from None
+
+
+def _watched_execution(request: HttpRequest, execution_id: UUID) -> Execution:
+    """The execution, if the caller may see it; one it may not see is a 404, as if absent."""
+    execution = selectors.execution_get(execution_id=execution_id)
+    if not may_watch_execution(request.auth, execution):  # type: ignore[attr-defined]
+        raise ExecutionNotFound(execution_id)
+    return execution
 
 
 def _client_ip(request: HttpRequest) -> str | None:
@@ -169,7 +182,10 @@ def execution_list(
     offset: int = Query(0, ge=0),
 ) -> dict[str, Any]:
     """Executions, newest first."""
-    executions = selectors.execution_list(workflow_id=workflow_id, status=status)
+    executions = watchable_by(
+        request.auth,  # type: ignore[attr-defined]
+        selectors.execution_list(workflow_id=workflow_id, status=status),
+    )
     page = executions.only(
         "id", "workflow_id", "status", "created_at", "updated_at", "finished_at"
     )[offset : offset + limit]
@@ -183,7 +199,7 @@ def execution_list(
 )
 def execution_detail(request: HttpRequest, execution_id: str) -> dict[str, Any]:
     """One execution with its steps and suspensions."""
-    execution = selectors.execution_get(execution_id=_execution_uuid(execution_id))
+    execution = _watched_execution(request, _execution_uuid(execution_id))
     return selectors.execution_as_dict(execution)
 
 
@@ -236,7 +252,7 @@ def workflow_execution_resume(
 def execution_cancel(request: HttpRequest, execution_id: str) -> dict[str, Any]:
     """Cancel a queued, running or waiting execution; 409 once it has finished."""
     execution = services.execution_cancel(
-        execution_id=_execution_uuid(execution_id),
+        execution_id=_watched_execution(request, _execution_uuid(execution_id)).pk,
         user=request.auth,  # type: ignore[attr-defined]
     )
     return _summary(execution)
@@ -253,9 +269,16 @@ def event_list(
     after: int | None = Query(None, ge=0, description="Only events after this sequence id."),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
-    """The event log in ``sequence_id`` order."""
+    """The event log in ``sequence_id`` order (of the executions the caller may see)."""
+    user = request.auth  # type: ignore[attr-defined]
     events, has_more = selectors.event_list(
-        topic=topic, execution_id=execution_id, after=after, limit=limit
+        topic=topic,
+        execution_id=execution_id,
+        after=after,
+        limit=limit,
+        executions=None
+        if user.is_staff or user.is_superuser
+        else watchable_by(user, Execution.objects.all()),
     )
     return {"events": [event.as_dict() for event in events], "has_more": has_more}
 
@@ -305,7 +328,7 @@ async def execution_event_stream(
     """The execution's events from the start (or after ``after`` / ``Last-Event-ID``), then
     live; the stream ends after the execution's ``execution_finish`` event."""
     uuid = _execution_uuid(execution_id)
-    execution = await sync_to_async(selectors.execution_get)(execution_id=uuid)
+    execution = await sync_to_async(_watched_execution)(request, uuid)
     if workflow_id is not None and execution.workflow_id != workflow_id:
         raise ExecutionNotFound(uuid)
     start = _stream_start(after, last_event_id)
@@ -326,6 +349,8 @@ async def topic_event_stream(
 ) -> StreamingHttpResponse:
     """One topic's events from the start (or after ``after`` / ``Last-Event-ID``), then live.
     A lifecycle topic (``workflow/{workflow_id}/{execution_id}``) ends after the finish."""
+    if not await sync_to_async(may_watch_topic)(request.auth, topic):  # type: ignore[attr-defined]
+        raise HttpError(403, "you may not read this topic")
     start = _stream_start(after, last_event_id)
     return sse.event_stream_response(sse.event_stream(topic=topic, after=start))
 

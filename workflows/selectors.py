@@ -57,9 +57,13 @@ def event_list(
     execution_id: UUID | None = None,
     after: int | None = None,
     limit: int = 100,
+    executions: QuerySet[Execution] | None = None,
 ) -> tuple[list[Event], bool]:
-    """Events in ``sequence_id`` order after ``after``; and whether more follow."""
+    """Events in ``sequence_id`` order after ``after``; and whether more follow. With
+    ``executions``, only the events of those executions."""
     events = Event.objects.all().order_by("sequence_id")
+    if executions is not None:
+        events = events.filter(execution__in=executions)
     if topic:
         events = events.filter(topic=topic)
     if execution_id:
