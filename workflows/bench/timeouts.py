@@ -9,7 +9,9 @@ import random
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+
+from django.utils import timezone
 
 from workflows import services
 from workflows.bench.flows import BENCH_TIMEOUT_WORKFLOW
@@ -56,6 +58,9 @@ class LatenessReport:
     resumed_ms: Percentiles
     #: deadlines that fired before they were due (must be 0)
     early: int
+    #: executions the workers parked only after their intended deadline (``lead`` too short
+    #: for them): their deadline became "right after the suspend"
+    parked_late: int = 0
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -69,8 +74,12 @@ class LatenessReport:
             f"p99 {fire.p99} ms  max {fire.max} ms  min {fire.min} ms\n"
             f"  workflow done after it:    p50 {resumed.p50} ms  p90 {resumed.p90} ms  "
             f"p99 {resumed.p99} ms  max {resumed.max} ms\n"
-            f"  fired early: {self.early}"
+            f"  fired early: {self.early}; parked after their intended deadline: "
+            f"{self.parked_late}"
         )
+
+
+PARKED_LATE = timedelta(milliseconds=10)
 
 
 def _ms(later: datetime, earlier: datetime) -> float:
@@ -80,30 +89,33 @@ def _ms(later: datetime, earlier: datetime) -> float:
 def timeout_lateness_measure(
     *, count: int = 300, spread: float = 10.0, lead: float = 3.0, wait: float = 120.0
 ) -> LatenessReport:
-    """Start ``count`` executions of the bench workflow whose timeouts are spread evenly over
-    ``spread`` seconds, starting ``lead`` seconds after their suspend (so they all are parked
-    before the first fires); wait until all have finished; report the lateness.
+    """Start ``count`` executions of the bench workflow whose deadlines are spread evenly over
+    ``spread`` seconds, the first ``lead`` seconds from now (time for the workers to park them
+    all); wait until all have finished; report how late they fired.
 
     Needs running workers that load ``workflows.bench.flows``, and beat.
     """
     run = uuid.uuid4().hex[:8]
-    timeouts = [lead + spread * index / max(count - 1, 1) for index in range(count)]
-    random.Random(run).shuffle(timeouts)
+    first = timezone.now() + timedelta(seconds=lead)
+    deadlines = [
+        first + timedelta(seconds=spread * index / max(count - 1, 1)) for index in range(count)
+    ]
+    random.Random(run).shuffle(deadlines)
     ids = []
-    for timeout in timeouts:
+    for at in deadlines:
         execution, _ = services.execution_start(
-            workflow_id=BENCH_TIMEOUT_WORKFLOW, payload={"timeout": timeout, "run": run}
+            workflow_id=BENCH_TIMEOUT_WORKFLOW, payload={"at": at.isoformat(), "run": run}
         )
         ids.append(execution.pk)
-    deadline = time.monotonic() + lead + spread + wait
+    limit = time.monotonic() + lead + spread + wait
     while Execution.objects.filter(pk__in=ids, status__in=Execution.ACTIVE).exists():
-        if time.monotonic() > deadline:
+        if time.monotonic() > limit:
             break
         time.sleep(0.2)
     rows = list(
         Suspension.objects.filter(execution_id__in=ids, status=Suspension.Status.TIMED_OUT)
         .select_related("execution")
-        .only("expires_at", "decided_at", "execution__finished_at")
+        .only("expires_at", "decided_at", "execution__finished_at", "execution__payload")
     )
     fire = [_ms(s.decided_at, s.expires_at) for s in rows if s.decided_at and s.expires_at]
     resumed = [
@@ -113,6 +125,12 @@ def timeout_lateness_measure(
     ]
     if not fire:
         raise RuntimeError(f"no timeout fired within {wait} s: are workers and beat running?")
+    parked_late = sum(
+        1
+        for s in rows
+        if s.expires_at
+        and s.expires_at > datetime.fromisoformat(s.execution.payload["at"]) + PARKED_LATE
+    )
     return LatenessReport(
         run=run,
         count=count,
@@ -121,6 +139,7 @@ def timeout_lateness_measure(
         fire_ms=Percentiles.of(fire),
         resumed_ms=Percentiles.of(resumed or [0.0]),
         early=sum(1 for value in fire if value < 0),
+        parked_late=parked_late,
     )
 
 

@@ -71,7 +71,10 @@ class Command(BaseCommand):
             "--spread", type=float, default=10.0, help="seconds the deadlines spread over (10)"
         )
         parser.add_argument(
-            "--lead", type=float, default=3.0, help="seconds before the first deadline (3)"
+            "--lead",
+            type=float,
+            default=5.0,
+            help="seconds until the first deadline, for the workers to park them all (5)",
         )
         parser.add_argument(
             "--start-workers",
