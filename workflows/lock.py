@@ -18,14 +18,15 @@ _local_held: set[UUID] = set()
 _local_guard = threading.Lock()
 
 
-def _advisory_key(execution_id: UUID) -> int:
+def execution_lease_key(execution_id: UUID) -> int:
+    """The advisory lock's key (PostgreSQL): the UUID's first 64 bits."""
     return int.from_bytes(execution_id.bytes[:8], "big", signed=True)
 
 
 def execution_lease_try(execution_id: UUID) -> bool:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [_advisory_key(execution_id)])
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [execution_lease_key(execution_id)])
             return bool(cursor.fetchone()[0])
     with _local_guard:
         if execution_id in _local_held:
@@ -37,7 +38,7 @@ def execution_lease_try(execution_id: UUID) -> bool:
 def execution_lease_release(execution_id: UUID) -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [_advisory_key(execution_id)])
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [execution_lease_key(execution_id)])
         return
     with _local_guard:
         _local_held.discard(execution_id)

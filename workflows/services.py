@@ -6,15 +6,18 @@ The approval page, the API, topic events and the admin all decide through
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import secrets
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -23,6 +26,7 @@ from workflows.engine.decisions import validate_decision
 from workflows.engine.exceptions import WorkflowNotRegistered
 from workflows.engine.registry import registry
 from workflows.engine.runner import RunOutcome, run_workflow
+from workflows.engine.store import StepRecord
 from workflows.errors import (
     DecisionForbidden,
     ExecutionFinished,
@@ -34,7 +38,12 @@ from workflows.errors import (
     WorkflowDisabled,
     WorkflowNotFound,
 )
-from workflows.lock import execution_lease, execution_lease_is_free
+from workflows.lock import (
+    execution_lease,
+    execution_lease_is_free,
+    execution_lease_key,
+    execution_lease_release,
+)
 from workflows.models import (
     ApiKey,
     Event,
@@ -43,7 +52,13 @@ from workflows.models import (
     Suspension,
     WorkflowDefinition,
 )
-from workflows.store import DjangoStore, steps_load
+from workflows.store import (
+    DjangoStore,
+    is_postgresql,
+    pg_execute,
+    pg_insert_values,
+    steps_load,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,20 +126,20 @@ def execution_start(
         updated_at=now,
         queued_at=now,
     )
+    event = _event(
+        execution,
+        ev.lifecycle_topic(workflow_id, execution.pk),
+        ev.EXECUTION_START,
+        {"status": Execution.Status.QUEUED, "payload": clean},
+    )
     try:
-        with transaction.atomic():
-            execution.save(force_insert=True)
-            ev.events_append(
-                [
-                    _event(
-                        execution,
-                        ev.lifecycle_topic(workflow_id, execution.pk),
-                        ev.EXECUTION_START,
-                        {"status": Execution.Status.QUEUED, "payload": clean},
-                    )
-                ]
-            )
-            _enqueue(execution.pk)
+        if is_postgresql():
+            _start_pg(execution, event)
+        else:
+            with transaction.atomic():
+                execution.save(force_insert=True)
+                ev.events_append([event])
+        _enqueue(execution.pk)
     except IntegrityError:
         # Two starts with one key raced; the other one won.
         existing = _execution_by_key(workflow_id, idempotency_key or "", clean)
@@ -132,6 +147,34 @@ def execution_start(
             raise
         return existing, False
     return execution, True
+
+
+def _start_pg(execution: Execution, event: Event) -> None:
+    """Insert the execution and its start event in one statement (one transaction)."""
+    columns, values, params = pg_insert_values(execution, "x_")
+    row = pg_execute(
+        f"WITH started AS (INSERT INTO {Execution._meta.db_table} ({columns}) "  # noqa: S608 - names from the models, values as parameters
+        f"SELECT {values} RETURNING id) "
+        f"INSERT INTO {Event._meta.db_table} "
+        "(topic, event_type, execution_id, workflow_id, step_key, data, created_at) "
+        "SELECT %(topic)s, %(event_type)s, started.id, %(workflow_id)s, '', %(data)s::jsonb, "
+        "%(created_at)s FROM started RETURNING sequence_id",
+        {
+            **params,
+            "topic": event.topic,
+            "event_type": event.event_type,
+            "workflow_id": event.workflow_id,
+            "data": json.dumps(event.data),
+            "created_at": event.created_at,
+        },
+    )
+    assert row is not None
+    for instance in (execution, event):
+        instance._state.adding = False
+        instance._state.db = connection.alias
+    event.sequence_id = row[0]
+    payload = [event.as_dict()]
+    transaction.on_commit(lambda: ev.events_push(payload))
 
 
 def _execution_by_key(workflow_id: str, key: str, payload: Any) -> Execution | None:
@@ -156,6 +199,8 @@ def execution_advance(*, execution_id: UUID) -> str:
     that is not queued or running is left alone. Returns ADVANCE_BUSY when another worker
     holds the lease while the execution is queued (the caller should retry shortly).
     """
+    if is_postgresql():
+        return _advance_pg(execution_id)
     with execution_lease(execution_id) as held:
         if not held:
             queued = Execution.objects.filter(
@@ -169,25 +214,109 @@ def execution_advance(*, execution_id: UUID) -> str:
         if not claimed:
             return ADVANCE_SKIPPED
         execution = Execution.objects.only("workflow_id", "payload").get(pk=execution_id)
-        store = DjangoStore(execution_id=execution_id, workflow_id=execution.workflow_id)
-        try:
-            spec = registry.get(execution.workflow_id)
-        except WorkflowNotRegistered as exc:
-            store.fail(
-                execution_id,
-                [],
-                {"type": "WorkflowNotRegistered", "message": str(exc), "traceback": ""},
-            )
-            return ADVANCE_DONE
-        outcome: RunOutcome = run_workflow(
-            spec,
-            execution_id=execution_id,
-            payload=execution.payload,
-            recorded=steps_load(execution_id),
-            store=store,
+        return _run(execution_id, execution.workflow_id, execution.payload, steps_load)
+
+
+def _run(
+    execution_id: UUID,
+    workflow_id: str,
+    payload: Any,
+    recorded: Callable[[UUID], dict[str, StepRecord]],
+) -> str:
+    """Run the claimed execution (holding its lease) until it suspends or ends."""
+    store = DjangoStore(execution_id=execution_id, workflow_id=workflow_id)
+    try:
+        spec = registry.get(workflow_id)
+    except WorkflowNotRegistered as exc:
+        store.fail(
+            execution_id,
+            [],
+            {"type": "WorkflowNotRegistered", "message": str(exc), "traceback": ""},
         )
-        logger.debug("execution %s: %s", execution_id, outcome.status)
         return ADVANCE_DONE
+    outcome: RunOutcome = run_workflow(
+        spec,
+        execution_id=execution_id,
+        payload=payload,
+        recorded=recorded(execution_id),
+        store=store,
+    )
+    logger.debug("execution %s: %s", execution_id, outcome.status)
+    return ADVANCE_DONE
+
+
+# The lease and the claim in one round trip. The claim's commit does not wait for the WAL to
+# reach the disk (synchronous_commit off for it alone): losing it in a crash only leaves the
+# execution queued, which is re-sent anyway, and every later transition of the execution
+# commits synchronously, flushing it too.
+_CLAIM_SQL = """
+WITH lease AS MATERIALIZED (SELECT pg_try_advisory_lock(%(key)s) AS held),
+quiet AS MATERIALIZED (SELECT {quiet} AS setting),
+claimed AS (
+    UPDATE {execution} SET status = 'running', attempts = attempts + 1, updated_at = %(now)s
+    WHERE id = %(id)s AND status IN ('queued', 'running') AND (SELECT held FROM lease)
+    RETURNING workflow_id, payload
+)
+SELECT lease.held, quiet.setting, claimed.workflow_id, claimed.payload,
+    (SELECT status FROM {execution} WHERE id = %(id)s)
+FROM lease CROSS JOIN quiet LEFT JOIN claimed ON true
+"""
+_STEPS_SQL = (
+    "SELECT step_key, kind, status, output, error, started_at, finished_at FROM {steps} "
+    "WHERE execution_id = %s"
+)
+
+
+def _steps_load_pg(execution_id: UUID) -> dict[str, StepRecord]:
+    """``steps_load`` without the ORM: one query whatever the number of steps."""
+    with connection.cursor() as cursor:
+        cursor.execute(_STEPS_SQL.format(steps=StepOutput._meta.db_table), [execution_id])
+        rows = cursor.fetchall()
+    return {
+        step_key: StepRecord(
+            step_key=step_key,
+            kind=kind,
+            status=status,
+            output=_json_value(output),
+            error=_json_value(error),
+            started_at=started_at,
+            finished_at=finished_at,
+        )
+        for step_key, kind, status, output, error, started_at, finished_at in rows
+    }
+
+
+def _json_value(raw: Any) -> Any:
+    return json.loads(raw) if isinstance(raw, str | bytes) else raw
+
+
+def _advance_pg(execution_id: UUID) -> str:
+    sql = _CLAIM_SQL.format(
+        execution=Execution._meta.db_table,
+        steps=StepOutput._meta.db_table,
+        # Inside a caller's transaction the setting would apply to all of it: leave it.
+        quiet="NULL"
+        if connection.in_atomic_block
+        else "set_config('synchronous_commit', 'off', true)",
+    )
+    params = {"key": execution_lease_key(execution_id), "id": execution_id, "now": timezone.now()}
+    try:
+        row = pg_execute(sql, params)
+    except Exception:
+        # A session lock taken by a failed statement stays taken: give it back if it was.
+        with contextlib.suppress(Exception):
+            execution_lease_release(execution_id)
+        raise
+    assert row is not None
+    held, _setting, workflow_id, payload, status = row
+    if not held:
+        return ADVANCE_BUSY if status == Execution.Status.QUEUED else ADVANCE_SKIPPED
+    try:
+        if workflow_id is None:
+            return ADVANCE_SKIPPED
+        return _run(execution_id, workflow_id, _json_value(payload), _steps_load_pg)
+    finally:
+        execution_lease_release(execution_id)
 
 
 # -- decide -----------------------------------------------------------------------------------
@@ -233,6 +362,10 @@ def suspension_resolve(
         suspend_data=suspension.data, schema_ref=suspension.schema_ref, decision=data
     )
     now = timezone.now()
+    if is_postgresql():
+        return _resolve_pg(
+            suspension, decision, user=user, ip_address=ip_address, user_agent=user_agent, now=now
+        )
     with transaction.atomic():
         locked = Suspension.objects.select_for_update().get(pk=suspension.pk)
         if locked.status != Suspension.Status.PENDING:
@@ -272,6 +405,102 @@ def suspension_resolve(
             now=now,
         )
     return locked
+
+
+# The decision's transaction as one statement: the conditional UPDATE is the row lock and the
+# "still pending?" check at once (of concurrent deciders exactly one matches a row).
+_RESOLVE_SQL = """
+WITH decided AS (
+    UPDATE {suspension} SET status = %(status)s, decision = %(decision)s,
+        decided_by_id = %(user)s, decided_at = %(now)s, decided_ip = %(ip)s,
+        decided_user_agent = %(user_agent)s
+    WHERE id = %(id)s AND status = 'pending' RETURNING id),
+logged AS (
+    INSERT INTO {event} (topic, event_type, execution_id, workflow_id, step_key, data, created_at)
+    SELECT %(topic)s, %(event_type)s, %(execution_id)s, %(workflow_id)s, %(step_key)s,
+        %(data)s::jsonb, %(created_at)s
+    FROM decided RETURNING sequence_id),
+recorded AS (
+    INSERT INTO {steps} (execution_id, step_key, kind, status, output, error, started_at,
+        finished_at)
+    SELECT %(execution_id)s, %(step_key)s, 'suspend', %(step_status)s,
+        jsonb_set(%(output)s::jsonb, '{{sequence_id}}', to_jsonb(logged.sequence_id)), NULL,
+        %(started_at)s, %(now)s
+    FROM logged),
+queued AS (
+    UPDATE {execution} SET status = 'queued', queued_at = %(now)s, updated_at = %(now)s
+    WHERE id = %(execution_id)s AND status = 'waiting' AND EXISTS (SELECT 1 FROM decided))
+SELECT (SELECT sequence_id FROM logged)
+"""
+
+
+def _resolve_pg(
+    suspension: Suspension,
+    decision: Any,
+    *,
+    user: Any,
+    ip_address: str | None,
+    user_agent: str,
+    now: datetime,
+) -> Suspension:
+    """``suspension_resolve``'s write on PostgreSQL: one statement, one round trip."""
+    suspension.decided_by = user
+    event = _event(
+        suspension.execution, suspension.topic, ev.RESUME, decision, step_key=suspension.step_key
+    )
+    output = {
+        "event_type": ev.RESUME,
+        "topic": suspension.topic,
+        "data": decision,
+        "sequence_id": None,
+        "created_at": event.created_at.isoformat(),
+        "decided_by": _username(user),
+    }
+    user_agent = (user_agent or "")[:500]
+    row = pg_execute(
+        _RESOLVE_SQL.format(
+            suspension=Suspension._meta.db_table,
+            event=Event._meta.db_table,
+            steps=StepOutput._meta.db_table,
+            execution=Execution._meta.db_table,
+        ),
+        {
+            "id": suspension.pk,
+            "status": Suspension.Status.RESUMED,
+            "decision": Suspension._meta.get_field("decision").get_db_prep_save(
+                decision, connection
+            ),
+            "user": suspension.decided_by_id,
+            "now": now,
+            "ip": Suspension._meta.get_field("decided_ip").get_db_prep_save(ip_address, connection),
+            "user_agent": user_agent,
+            "topic": event.topic,
+            "event_type": event.event_type,
+            "execution_id": suspension.execution_id,
+            "workflow_id": event.workflow_id,
+            "step_key": suspension.step_key,
+            "data": json.dumps(decision),
+            "created_at": event.created_at,
+            "step_status": StepOutput.Status.COMPLETED,
+            "output": json.dumps(output),
+            "started_at": suspension.created_at,
+        },
+    )
+    sequence_id = row[0] if row is not None else None
+    if sequence_id is None:
+        raise _not_pending(Suspension.objects.select_related("decided_by").get(pk=suspension.pk))
+    suspension.status = Suspension.Status.RESUMED
+    suspension.decision = decision
+    suspension.decided_at = now
+    suspension.decided_ip = ip_address
+    suspension.decided_user_agent = user_agent
+    event.sequence_id = sequence_id
+    event._state.adding = False
+    event._state.db = connection.alias
+    payload = [event.as_dict()]
+    transaction.on_commit(lambda: ev.events_push(payload))
+    _enqueue(suspension.execution_id)
+    return suspension
 
 
 def _resume_execution(

@@ -5,9 +5,19 @@ from __future__ import annotations
 from uuid import UUID
 
 from celery import shared_task
-from celery.signals import beat_init
+from celery.signals import beat_init, task_postrun, task_prerun
+from django.db import close_old_connections
 
 from workflows import services, timers
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _connections_recycle(**kwargs: object) -> None:
+    # What Django does around each request: drop connections that broke or outlived
+    # CONN_MAX_AGE, and health-check the others before their next use (CELERY_DB_REUSE_MAX in
+    # settings keeps Celery from closing them all).
+    close_old_connections()
 
 
 @shared_task(
