@@ -118,6 +118,36 @@ def process_stats(pids: list[int]) -> ProcessStats:
     return ProcessStats(processes=len(seen), threads=threads, rss_bytes=rss)
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int], *, descendants: bool = True) -> float:
+    """User plus system CPU time of ``pids`` (and their descendants) so far (Linux ``/proc``)."""
+    total = 0
+    seen: set[int] = set()
+    for pid in pids:
+        for member in _descendants(pid) if descendants else [pid]:
+            if member in seen:
+                continue
+            seen.add(member)
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{member}/stat").read_text().rpartition(")")[2].split()
+                total += int(fields[11]) + int(fields[12])
+    return total / _TICKS
+
+
+def database_backend_pids() -> list[int]:
+    """The server processes serving this database's connections (PostgreSQL, same host)."""
+    if connection.vendor != "postgresql":
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND backend_type = 'client backend'"
+        )
+        return [int(row[0]) for row in cursor.fetchall()]
+
+
 @dataclass
 class Workers:
     """What runs the bench's executions: ``count`` worker processes, or (embedded) a thread."""
@@ -126,6 +156,9 @@ class Workers:
     pool: str
     pids: list[int] = field(default_factory=list)
     kind: str = "process"
+
+    def cpu_seconds(self) -> float | None:
+        return None if self.kind == "thread" else cpu_seconds(self.pids)
 
     def stats(self) -> ProcessStats:
         if self.kind == "thread":

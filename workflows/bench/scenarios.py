@@ -27,7 +27,14 @@ from django.test.utils import CaptureQueriesContext
 
 from workflows import services
 from workflows.bench import observe
-from workflows.bench.runtime import Server, Workers, server_running, workers_running
+from workflows.bench.runtime import (
+    Server,
+    Workers,
+    cpu_seconds,
+    database_backend_pids,
+    server_running,
+    workers_running,
+)
 from workflows.bench.stats import ms, ms_percentiles, percentile
 from workflows.bench.waiting import waiting_clone, waiting_template
 from workflows.bench.workload import BENCH_CYCLE_WORKFLOW, BENCH_REPLAY_WORKFLOW
@@ -96,6 +103,15 @@ def _cycle(observer: observe.Observer, user: Any, number: int) -> tuple[float, f
     return suspended - started, done - deciding
 
 
+def _cpu(workers: Workers, backends: list[int]) -> dict[str, float | None]:
+    """CPU seconds so far: this process (starts and decisions), the workers, PostgreSQL."""
+    return {
+        "bench": time.process_time(),
+        "workers": workers.cpu_seconds(),
+        "postgres": cpu_seconds(backends, descendants=False) if backends else None,
+    }
+
+
 def _completed(ids: list[UUID]) -> int:
     return Execution.objects.filter(pk__in=ids, status=Execution.Status.COMPLETED).count()
 
@@ -144,6 +160,8 @@ def throughput(bench: Bench) -> dict[str, Any]:
         bench.progress(f"throughput: {n} concurrent executions, {workers.count} workers")
         polls = observe.Polls()
         mark = observe.txn_mark()
+        backends = database_backend_pids()
+        cpu_before = _cpu(workers, backends)
         started = time.monotonic()
         ids = [start(number) for number in range(n)]
         starts_done = time.monotonic()
@@ -154,6 +172,7 @@ def throughput(bench: Bench) -> dict[str, Any]:
         decisions_done = time.monotonic()
         completed = Execution.objects.filter(pk__in=ids, status=Execution.Status.COMPLETED)
         all_completed = polls.wait_count(completed, n, timeout=60 + n * 0.1)
+        cpu_after = _cpu(workers, backends)
         counts = observe.txn_count(mark)
     elapsed = all_completed - started
     figures: dict[str, Any] = {
@@ -169,6 +188,14 @@ def throughput(bench: Bench) -> dict[str, Any]:
         "cluster_xids_per_cycle": None,
         "commits_per_cycle": None,
     }
+    # CPU each part spent per cycle: what the machine must supply whatever else runs on it.
+    for part, before in cpu_before.items():
+        after = cpu_after[part]
+        figures[f"cpu_ms_per_cycle_{part}"] = (
+            round((after - before) * 1000 / n, 2)
+            if before is not None and after is not None
+            else None
+        )
     if counts is not None:
         figures["write_txns_per_cycle"] = (
             round(counts.writes / n, 2) if counts.writes is not None else None
@@ -187,8 +214,7 @@ WAITING_DECISIONS = 20
 
 def waiting(bench: Bench) -> dict[str, Any]:
     count = bench.count("waiting")
-    if count < WAITING_DECISIONS + 1:
-        raise ValueError(f"the waiting scenario needs --n of at least {WAITING_DECISIONS + 1}")
+    decisions = min(WAITING_DECISIONS, count)
     user = approver()
     _key, raw_key = services.api_key_create(name="polos-bench", user=user)
     with workers_running(bench.workers, pool=bench.pool) as workers:
@@ -215,13 +241,13 @@ def waiting(bench: Bench) -> dict[str, Any]:
             began = time.monotonic()
             response = client.get("/api/v1/approvals")
             took = time.monotonic() - began
-            if response.status_code != 200 or len(response.json()["items"]) != 50:
+            if response.status_code != 200 or len(response.json()["items"]) != min(50, count):
                 raise RuntimeError(f"/api/v1/approvals answered {response.status_code}")
             if index >= 5:
                 inbox.append(took)
 
-        bench.progress(f"waiting: {WAITING_DECISIONS} decisions")
-        chosen = list(pending.order_by("?").values_list("pk", flat=True)[:WAITING_DECISIONS])
+        bench.progress(f"waiting: {decisions} decisions")
+        chosen = list(pending.order_by("?").values_list("pk", flat=True)[:decisions])
         decided = []
         with observe.status_observer() as observer:
             for execution_id in chosen:
@@ -283,18 +309,10 @@ def timeouts(bench: Bench) -> dict[str, Any]:
 
 
 class _Socket:
-    """A browser's ``/ws/approvals/`` socket in a thread: when each event arrived."""
+    """A browser's ``/ws/approvals/`` socket read in a thread: when each event arrived."""
 
-    def __init__(self, server: Server, cookie: str) -> None:
-        from websockets.sync.client import connect
-        from websockets.typing import Origin
-
-        self.ws = connect(
-            f"{server.ws_url}/ws/approvals/",
-            origin=Origin(server.origin),
-            additional_headers={"Cookie": cookie},
-            compression=None,
-        )
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
         self.arrived: dict[tuple[str, str], float] = {}
         self.cond = threading.Condition()
         self.thread = threading.Thread(target=self._read, name="polos-bench-ws", daemon=True)
@@ -321,10 +339,6 @@ class _Socket:
                 raise observe.StatusTimeout(f"no {event_type} of {execution_id} on the socket")
             return self.arrived.pop(key)
 
-    def close(self) -> None:
-        self.ws.close()
-        self.thread.join(5)
-
 
 def _session_cookie(user: Any) -> str:
     from importlib import import_module
@@ -341,11 +355,21 @@ def _session_cookie(user: Any) -> str:
 
 @contextmanager
 def _socket(server: Server, cookie: str) -> Iterator[_Socket]:
-    socket = _Socket(server, cookie)
-    try:
-        yield socket
-    finally:
-        socket.close()
+    from websockets.sync.client import connect
+    from websockets.typing import Origin
+
+    with connect(
+        f"{server.ws_url}/ws/approvals/",
+        origin=Origin(server.origin),
+        additional_headers={"Cookie": cookie},
+        compression=None,
+    ) as ws:
+        socket = _Socket(ws)
+        try:
+            yield socket
+        finally:
+            ws.close()
+            socket.thread.join(5)
 
 
 def push(bench: Bench) -> dict[str, Any]:
