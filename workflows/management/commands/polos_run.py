@@ -176,7 +176,16 @@ class Command(BaseCommand):
     def _serve(self, host: str, port: int, mode: str, children: _Children | None = None) -> None:
         from polos_site.asgi import application
 
-        config = uvicorn.Config(application, host=host, port=port, lifespan="off", log_level="info")
+        # Open WebSockets (a consumer blocked on the channel layer) would otherwise hold
+        # Ctrl-C's graceful shutdown forever; after this many seconds they are cut.
+        config = uvicorn.Config(
+            application,
+            host=host,
+            port=port,
+            lifespan="off",
+            log_level="info",
+            timeout_graceful_shutdown=5,
+        )
         self.server = _Server(
             config,
             ready_line=f"Polos is running at http://{host}:{port}/ ({mode})",
