@@ -65,6 +65,7 @@ def test_execution_socket_refuses_a_user_who_may_not_see_it_with_4403() -> None:
         refused = WebsocketCommunicator(as_user(outsider), f"/ws/executions/{execution.pk}/")
         assert await refused.connect(timeout=TIMEOUT)  # accepted, then closed with the reason
         closed = await refused.receive_output(timeout=TIMEOUT)
+        await refused.disconnect(code=CLOSE_FORBIDDEN)
         own = WebsocketCommunicator(as_user(outsider), f"/ws/executions/{starter_execution.pk}/")
         assert await own.connect(timeout=TIMEOUT)
         stays_open = await own.receive_nothing(0.2)
@@ -83,7 +84,10 @@ def test_unknown_execution_socket_is_refused_to_a_non_staff_user() -> None:
     async def scenario() -> dict[str, Any]:
         socket = WebsocketCommunicator(as_user(user), f"/ws/executions/{uuid.uuid4()}/")
         assert await socket.connect(timeout=TIMEOUT)
-        return await socket.receive_output(timeout=TIMEOUT)
+        closed = await socket.receive_output(timeout=TIMEOUT)
+        # Let the consumer finish: a task left pending would hang the loop's shutdown.
+        await socket.disconnect(code=CLOSE_FORBIDDEN)
+        return closed
 
     assert async_to_sync(scenario)() == {"type": "websocket.close", "code": CLOSE_FORBIDDEN}
 
