@@ -667,6 +667,13 @@ def execution_cancel(*, execution_id: UUID, user: Any = None) -> Execution:
     """
     now = timezone.now()
     with transaction.atomic():
+        # Suspensions first, then the execution: the order a decision takes them in, so a
+        # decision and a cancel racing never deadlock (one of them simply waits).
+        pending = list(
+            Suspension.objects.select_for_update().filter(
+                execution_id=execution_id, status=Suspension.Status.PENDING
+            )
+        )
         execution = Execution.objects.select_for_update().filter(pk=execution_id).first()
         if execution is None:
             raise ExecutionNotFound(execution_id)
@@ -676,11 +683,6 @@ def execution_cancel(*, execution_id: UUID, user: Any = None) -> Execution:
         execution.finished_at = now
         execution.updated_at = now
         execution.save(update_fields=["status", "finished_at", "updated_at"])
-        pending = list(
-            Suspension.objects.select_for_update().filter(
-                execution_id=execution_id, status=Suspension.Status.PENDING
-            )
-        )
         events = [
             _event(
                 execution,

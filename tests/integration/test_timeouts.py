@@ -441,3 +441,25 @@ def test_cancel_and_timeout_at_the_same_moment_have_one_outcome(suspended_many):
             assert events == ["suspend", "cancel"]
         execution = Execution.objects.get(pk=suspension.execution_id)
         assert execution.status == Execution.Status.CANCELLED
+
+
+def test_decision_and_cancel_at_the_same_moment_never_deadlock(suspended_many):
+    for suspension in suspended_many(RACES):
+        decided, cancelled = race(
+            lambda s=suspension: services.suspension_resolve(
+                execution_id=s.execution_id, step_key="approval", data={"approved": True}
+            ),
+            lambda s=suspension: services.execution_cancel(execution_id=s.execution_id),
+        )
+        # the cancel always ends the execution; the decision either came first or is refused
+        assert isinstance(cancelled, Execution), cancelled
+        suspension.refresh_from_db()
+        if isinstance(decided, Suspension):
+            assert suspension.status == Suspension.Status.RESUMED
+            assert topic_events(suspension) == ["suspend", "resume"]
+        else:
+            assert isinstance(decided, SuspensionNotPending), decided
+            assert suspension.status == Suspension.Status.CANCELLED
+            assert topic_events(suspension) == ["suspend", "cancel"]
+        execution = Execution.objects.get(pk=suspension.execution_id)
+        assert execution.status == Execution.Status.CANCELLED
