@@ -31,6 +31,9 @@ try:
     POLOS_BASE_URL = base_url(os.environ.get("POLOS_BASE_URL"))
     POLOS_SWEEP_INTERVAL = env_float(os.environ, "POLOS_SWEEP_INTERVAL", 1.0)
     POLOS_REQUEUE_AFTER = env_float(os.environ, "POLOS_REQUEUE_AFTER", 30.0)
+    # Deadlines nearer than this get their own eta message at suspend; farther ones are armed
+    # by the beat sweep as they come near (workflows/timers.py).
+    POLOS_TIMER_HORIZON = env_float(os.environ, "POLOS_TIMER_HORIZON", 300.0)
     POLOS_MAX_BODY_BYTES = int(env_float(os.environ, "POLOS_MAX_BODY_BYTES", 1024 * 1024))
     _secret = os.environ.get("DJANGO_SECRET_KEY", "")
     if not _secret:
