@@ -287,7 +287,11 @@ def test_second_approver_sees_already_decided_by_the_first(
     bert.goto(url)
     expect(bert.get_by_role("button", name="Reject")).to_be_visible()
 
-    ayla.get_by_role("button", name="Approve").click()
+    # By keyboard: from the comment, Tab reaches Approve; Enter presses it.
+    ayla.get_by_label("Comment").focus()
+    ayla.keyboard.press("Tab")
+    expect(ayla.get_by_role("button", name="Approve")).to_be_focused()
+    ayla.keyboard.press("Enter")
     expect(ayla.get_by_test_id("outcome")).to_contain_text("Approved by ayla")
     # Bert's page, still open with its form, hears of it ...
     expect(bert.get_by_text("Decided elsewhere")).to_be_visible()

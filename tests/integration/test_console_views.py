@@ -381,6 +381,19 @@ def test_inbox_fragment_is_the_list_alone(approver: Any) -> None:
     assert f'data-execution="{execution.pk}"' in fragment.content.decode()
 
 
+def test_inbox_queries_do_not_grow_with_the_number_pending(
+    approver: Any, django_assert_max_num_queries: Any
+) -> None:
+    for index in range(60):
+        start_waiting("console-simple", {"summary": f"request {index}"})
+    client = client_for(approver)
+
+    with django_assert_max_num_queries(8):
+        response = client.get("/approvals/")
+
+    assert response.content.decode().count('<li class="approval') == 50
+
+
 def test_inbox_pages_by_fifty(approver: Any) -> None:
     execution = start_waiting("console-simple", {})
     Suspension.objects.bulk_create(
