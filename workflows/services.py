@@ -55,8 +55,11 @@ from workflows.models import (
 from workflows.store import (
     DjangoStore,
     is_postgresql,
+    pg_columns,
     pg_execute,
     pg_insert_values,
+    pg_model_from_row,
+    pg_select_one,
     steps_load,
 )
 
@@ -103,11 +106,18 @@ def execution_start(
         spec = registry.get(workflow_id)
     except WorkflowNotRegistered:
         raise WorkflowNotFound(workflow_id) from None
-    enabled = (
-        WorkflowDefinition.objects.filter(workflow_id=workflow_id)
-        .values_list("enabled", flat=True)
-        .first()
-    )
+    if is_postgresql():
+        row = pg_select_one(
+            f"SELECT enabled FROM {WorkflowDefinition._meta.db_table} WHERE workflow_id = %s",  # noqa: S608 - names from the models
+            [workflow_id],
+        )
+        enabled = row[0] if row is not None else None
+    else:
+        enabled = (
+            WorkflowDefinition.objects.filter(workflow_id=workflow_id)
+            .values_list("enabled", flat=True)
+            .first()
+        )
     if enabled is False:
         raise WorkflowDisabled(workflow_id)
     clean = spec.validate_payload(payload)
@@ -345,11 +355,7 @@ def suspension_resolve(
     the execution. Exactly one of several concurrent deciders wins; the others get
     SuspensionNotPending naming the winner.
     """
-    suspension = (
-        Suspension.objects.filter(execution_id=execution_id, step_key=step_key)
-        .select_related("execution")
-        .first()
-    )
+    suspension = _suspension_with_execution(execution_id, step_key)
     if suspension is None or suspension.kind != Suspension.Kind.APPROVAL:
         if not Execution.objects.filter(pk=execution_id).exists():
             raise ExecutionNotFound(execution_id)
@@ -405,6 +411,29 @@ def suspension_resolve(
             now=now,
         )
     return locked
+
+
+def _suspension_with_execution(execution_id: UUID, step_key: str) -> Suspension | None:
+    """The suspension with its execution (one query; on PostgreSQL without the ORM's query
+    compilation, the decision's hot path)."""
+    if not is_postgresql():
+        return (
+            Suspension.objects.filter(execution_id=execution_id, step_key=step_key)
+            .select_related("execution")
+            .first()
+        )
+    row = pg_select_one(
+        f"SELECT {pg_columns(Suspension, 's')}, {pg_columns(Execution, 'e')} "  # noqa: S608 - names from the models
+        f"FROM {Suspension._meta.db_table} s JOIN {Execution._meta.db_table} e "
+        "ON e.id = s.execution_id WHERE s.execution_id = %s AND s.step_key = %s",
+        [execution_id, step_key],
+    )
+    if row is None:
+        return None
+    count = len(Suspension._meta.concrete_fields)
+    suspension = pg_model_from_row(Suspension, row[:count])
+    suspension.execution = pg_model_from_row(Execution, row[count:])
+    return suspension
 
 
 # The decision's transaction as one statement: the conditional UPDATE is the row lock and the

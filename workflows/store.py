@@ -81,6 +81,35 @@ def pg_insert_values(instance: models.Model, prefix: str) -> tuple[str, str, dic
     return ", ".join(columns), ", ".join(placeholders), params
 
 
+def pg_model_from_row(model: type[models.Model], values: tuple[Any, ...]) -> Any:
+    """An instance of ``model`` from a row of its concrete fields' columns, in field order,
+    converted as the ORM converts them."""
+    fields = model._meta.concrete_fields
+    converted = []
+    for field, value in zip(fields, values, strict=True):
+        column = field.get_col(model._meta.db_table)
+        for converter in connection.ops.get_db_converters(column) + field.get_db_converters(
+            connection
+        ):
+            value = converter(value, column, connection)
+        converted.append(value)
+    return model.from_db(connection.alias, [field.attname for field in fields], converted)
+
+
+def pg_columns(model: type[models.Model], alias: str) -> str:
+    """``alias.column, ...`` of the model's concrete fields, in field order."""
+    return ", ".join(
+        f"{alias}.{connection.ops.quote_name(str(field.column))}"
+        for field in model._meta.concrete_fields
+    )
+
+
+def pg_select_one(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
 def _json(value: Any) -> str:
     return json.dumps(value)
 
@@ -298,11 +327,7 @@ class DjangoStore:
         now = timezone.now()
         expires_at = request.expires_at
         if expires_at is None and request.kind == Suspension.Kind.APPROVAL:
-            default_timeout = (
-                WorkflowDefinition.objects.filter(workflow_id=self.workflow_id)
-                .values_list("default_timeout", flat=True)
-                .first()
-            )
+            default_timeout = self._default_timeout()
             if default_timeout:
                 expires_at = now + timedelta(seconds=default_timeout)
         suspension = Suspension(
@@ -344,6 +369,20 @@ class DjangoStore:
         if expires_at is not None:
             suspension_timer_schedule(suspension_id=suspension.pk, expires_at=expires_at)
         return None
+
+    def _default_timeout(self) -> int | None:
+        if is_postgresql():
+            row = pg_select_one(
+                f"SELECT default_timeout FROM {WorkflowDefinition._meta.db_table} "  # noqa: S608 - names from the models
+                "WHERE workflow_id = %s",
+                [self.workflow_id],
+            )
+            return row[0] if row is not None else None
+        return (
+            WorkflowDefinition.objects.filter(workflow_id=self.workflow_id)
+            .values_list("default_timeout", flat=True)
+            .first()
+        )
 
     def _finish(self, steps: list[StepRecord], status: str, **changes: Any) -> None:
         now = timezone.now()

@@ -132,7 +132,7 @@ class Polls:
         self.count = 0
 
     def wait_count(
-        self, queryset: Any, expected: int, *, timeout: float, interval: float = 0.02
+        self, queryset: Any, expected: int, *, timeout: float, interval: float = 0.05
     ) -> float:
         """Poll until ``queryset.count() >= expected``; the monotonic time it was seen."""
         deadline = time.monotonic() + timeout
@@ -241,14 +241,36 @@ def _database_oid() -> int:
 ENGINE_TABLES = (Execution, StepOutput, Suspension, Event)
 
 
-def tables_bytes() -> int | None:
-    """Bytes of the engine's tables with their indexes and TOAST (PostgreSQL), else None."""
+def tables_bytes() -> dict[str, int] | None:
+    """Bytes of each engine table, with its indexes and TOAST, and of their indexes alone
+    (``"<table>:indexes"``) (PostgreSQL), else None."""
     if connection.vendor != "postgresql":
         return None
     tables = [model._meta.db_table for model in ENGINE_TABLES]
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT sum(pg_total_relation_size(name::regclass)) FROM unnest(%s::text[]) AS name",
+            "SELECT name, pg_total_relation_size(name::regclass),"
+            " pg_indexes_size(name::regclass) FROM unnest(%s::text[]) AS name",
             [tables],
         )
-        return int(cursor.fetchone()[0])
+        sizes: dict[str, int] = {}
+        for name, total, indexes in cursor.fetchall():
+            sizes[name] = int(total)
+            sizes[f"{name}:indexes"] = int(indexes)
+        return sizes
+
+
+def engine_tables_empty() -> None:
+    """Empty the engine's tables: only ever in the bench's scratch database, so that what one
+    scenario measures (bytes per row) does not start from another's leftovers."""
+    from workflows.bench.scratch import is_scratch
+
+    if not is_scratch(str(connection.settings_dict["NAME"])):
+        raise RuntimeError("refusing to empty the engine's tables outside a scratch database")
+    tables = [model._meta.db_table for model in ENGINE_TABLES]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+        else:
+            for table in reversed(tables):
+                cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - names from the models

@@ -6,6 +6,7 @@ waiting scenario's byte counts start from empty tables."""
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +17,12 @@ from django.db import connection
 
 #: PostgreSQL's limit on identifiers.
 MAX_NAME = 63
+_SCRATCH = re.compile(r"_bench_[0-9a-f]{8}(\.sqlite3)?$")
+
+
+def is_scratch(name: str) -> bool:
+    """Whether ``name`` is a database ``scratch_database`` made."""
+    return bool(_SCRATCH.search(name))
 
 
 @contextlib.contextmanager
