@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from celery import shared_task
 from celery.signals import beat_init, task_postrun, task_prerun
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from workflows import services, timers
 
 
 @task_prerun.connect
 @task_postrun.connect
-def _connections_recycle(**kwargs: object) -> None:
+def _connections_recycle(task: Any = None, **kwargs: object) -> None:
     # What Django does around each request: drop connections that broke or outlived
     # CONN_MAX_AGE, and health-check the others before their next use (CELERY_DB_REUSE_MAX in
-    # settings keeps Celery from closing them all).
+    # settings keeps Celery from closing them all). Not for a task run eagerly inside the
+    # caller's transaction (``.apply()``): that connection is the caller's, mid-transaction.
+    if (task is not None and task.request.is_eager) or connection.in_atomic_block:
+        return
     close_old_connections()
 
 
