@@ -75,8 +75,9 @@ def _clone_sql(template: UUID, count: int, progress: Callable[[str], None]) -> N
         cursor.execute("DROP TABLE IF EXISTS polos_bench_ids")
         cursor.execute(
             "CREATE TEMP TABLE polos_bench_ids AS SELECT i, gen_random_uuid() AS id,"
-            " i * %s * interval '1 microsecond' AS age FROM generate_series(1, %s) AS i",
-            [SPACING // timedelta(microseconds=1), count],
+            " (i * %s::double precision) * interval '1 second' AS age"
+            " FROM generate_series(1, %s) AS i",
+            [SPACING.total_seconds(), count],
         )
         for model in TEMPLATE_TABLES:
             started = time.monotonic()
