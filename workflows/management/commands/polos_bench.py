@@ -4,6 +4,7 @@ approvals, timeouts, browser push, replay) with worker processes it starts itsel
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,12 @@ class Command(BaseCommand):
 
             workflow_definitions_sync()
             for scenario in scenarios:
+                load_before = os.getloadavg()[0]
                 result = RUNNERS[scenario](bench)
+                # What else ran meanwhile: on a shared machine, the figures' context.
+                result["cpus"] = os.cpu_count()
+                result["load_1m_before"] = round(load_before, 2)
+                result["load_1m_after"] = round(os.getloadavg()[0], 2)
                 results.append(result)
                 if json_file is not None:
                     with json_file.open("a") as handle:
