@@ -58,6 +58,11 @@ class _EventConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         group = await self.authorised_group()
+        if isinstance(group, str):
+            # Joined before the handshake completes: once the client sees the socket open, no
+            # event can slip past it (the page reloads its fragment on open, then follows).
+            self.group_name = group
+            await self.channel_layer.group_add(group, self.channel_name)
         # Accept before closing: a close before the handshake is a bare HTTP 403, and the
         # client could not tell "log in" from "not allowed" from any other failure.
         await self.accept()
@@ -68,9 +73,6 @@ class _EventConsumer(AsyncJsonWebsocketConsumer):
                 if getattr(user, "is_authenticated", False)
                 else CLOSE_UNAUTHORIZED
             )
-            return
-        self.group_name = group
-        await self.channel_layer.group_add(group, self.channel_name)
 
     async def authorised_group(self) -> str | None:
         raise NotImplementedError
