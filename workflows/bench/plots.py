@@ -1,8 +1,9 @@
-"""Plots for ``docs/benchmarks.md`` from ``polos_bench`` output (matplotlib, a development
-dependency):
+"""Plots and the median table for ``docs/benchmarks.md`` from ``polos_bench`` output
+(matplotlib, a development dependency):
 
     python -m workflows.bench.plots --samples var/bench/samples.json \\
         --throughput var/bench/throughput-*.jsonl --out docs/img
+    python -m workflows.bench.plots --median var/bench/full-*.jsonl
 """
 
 from __future__ import annotations
@@ -82,21 +83,55 @@ def throughput_plot(results: list[dict[str, Any]], out: Path) -> Path:
     return path
 
 
+def medians(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per scenario, the median of each numeric figure over the runs (other values: the
+    first run's)."""
+    by_scenario: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        by_scenario.setdefault(result["scenario"], []).append(result)
+    summary: dict[str, dict[str, Any]] = {}
+    for scenario, runs in by_scenario.items():
+        merged: dict[str, Any] = {"runs": len(runs)}
+        for key, value in runs[0].items():
+            values = [run.get(key) for run in runs]
+            numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+            if numbers and len(numbers) == len(values):
+                merged[key] = sorted(numbers)[(len(numbers) - 1) // 2]
+                merged[f"{key}__all"] = numbers
+            else:
+                merged[key] = value
+        summary[scenario] = merged
+    return summary
+
+
+def _load(paths: list[Path]) -> list[dict[str, Any]]:
+    return [
+        json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=Path, help="a --samples file of polos_bench")
+    parser.add_argument(
+        "--samples", type=Path, nargs="*", default=[], help="--samples files (pooled)"
+    )
     parser.add_argument("--throughput", type=Path, nargs="*", default=[], help="--json files")
+    parser.add_argument(
+        "--median", type=Path, nargs="*", default=[], help="--json files: print the medians"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    if args.median:
+        print(json.dumps(medians(_load(args.median)), indent=1))
+    if args.samples or args.throughput:
+        args.out.mkdir(parents=True, exist_ok=True)
     if args.samples:
-        print(latency_plot(json.loads(args.samples.read_text()), args.out))
-    results = [
-        json.loads(line)
-        for path in args.throughput
-        for line in path.read_text().splitlines()
-        if line.strip()
-    ]
+        pooled: dict[str, list[float]] = {}
+        for path in args.samples:
+            for key, values in json.loads(path.read_text()).items():
+                pooled.setdefault(key, []).extend(values)
+        print(latency_plot(pooled, args.out))
+    results = _load(args.throughput)
     if results:
         print(throughput_plot(results, args.out))
 
