@@ -3,50 +3,22 @@ sleeps of the engine, driven through ``run_workflow`` on the in-memory store (no
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 from pydantic import BaseModel, Field
 
+from tests.support.engine import Engine
 from workflows import StepExecutionError, WorkflowContext, workflow
 from workflows.engine.context import StepRunner
 from workflows.engine.exceptions import PayloadInvalid
-from workflows.engine.memory import MemoryExecution, MemoryStore
 from workflows.engine.registry import WorkflowSpec, registry
-from workflows.engine.runner import RunOutcome, run_workflow
+from workflows.engine.runner import RunOutcome
 
 pytestmark = pytest.mark.unit
-
-
-@dataclass
-class Engine:
-    """One execution on a MemoryStore; ``run`` is what a worker does on each advance."""
-
-    store: MemoryStore = field(default_factory=MemoryStore)
-    execution_id: UUID = field(default_factory=uuid4)
-    sleeps: list[float] = field(default_factory=list)
-
-    @property
-    def execution(self) -> MemoryExecution:
-        return self.store.execution(self.execution_id)
-
-    def run(self, fn: Any, payload: Any = None) -> RunOutcome:
-        spec = registry.get(fn.workflow_id)
-        return run_workflow(
-            spec,
-            execution_id=self.execution_id,
-            payload=spec.validate_payload(payload),
-            recorded=dict(self.execution.steps),
-            store=self.store,
-            sleep=self.sleeps.append,
-        )
-
-    def resume(self, step_key: str, data: Any) -> None:
-        self.store.resume(self.execution_id, step_key, data)
 
 
 @pytest.fixture
