@@ -344,7 +344,6 @@ def suspension_resolve(
     user: Any = None,
     ip_address: str | None = None,
     user_agent: str = "",
-    check_permission: bool = True,
 ) -> Suspension:
     """Decide a pending suspension: the one write path for every way of deciding.
 
@@ -362,7 +361,7 @@ def suspension_resolve(
         raise SuspensionNotFound(execution_id, step_key)
     if suspension.status != Suspension.Status.PENDING:
         raise _not_pending(suspension)
-    if user is not None and check_permission:
+    if user is not None:
         _check_may_decide(user, suspension)
     decision = validate_decision(
         suspend_data=suspension.data, schema_ref=suspension.schema_ref, decision=data
