@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 from django.conf import settings
 
 from tests.support.tasks import BEAT_READY_FILE_ENV, READY_FILE_ENV
+from workflows.bench.runtime import database_url
 
 BASE_DIR = Path(settings.BASE_DIR)
 TEST_TASKS_MODULE = "tests.support.tasks"
@@ -57,14 +57,7 @@ def current_database_url() -> str:
         f"{db['NAME']} is not a test database: request transactional_db (or mark the test "
         "django_db(transaction=True)) before starting processes"
     )
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{Path(db['NAME']).resolve()}"
-    credentials = quote(db.get("USER") or "", safe="")
-    if db.get("PASSWORD"):
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    host = db.get("HOST") or "127.0.0.1"
-    port = db.get("PORT") or 5432
-    return f"postgres://{credentials}@{host}:{port}/{quote(db['NAME'], safe='')}"
+    return database_url()
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
